@@ -1,0 +1,1 @@
+//! Exchange APIs (hash-sharing programs) and the fetcher that applies them to the store.

@@ -1,0 +1,1 @@
+//! The HTTP service: the Open Media Match compatible API, background tasks, configuration.
