@@ -19,12 +19,15 @@ struct Cli {
 enum Command {
     /// Hash files (or `-` for stdin) and print one line per file.
     Hash(cmd::hash::HashArgs),
+    /// Serve the Open Media Match HTTP API (hasher, matcher, curator).
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Hash(args) => cmd::hash::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(code) => code,

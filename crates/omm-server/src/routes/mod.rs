@@ -1,0 +1,4 @@
+//! HTTP handlers, one module per role.
+
+pub mod hasher;
+pub mod status;

@@ -1,0 +1,188 @@
+//! Starting and stopping the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::{LogFormat, ServerConfig};
+use crate::fetch::{FetchPolicy, UrlFetcher};
+use crate::hashing::MediaHasher;
+use crate::state::{AppState, MatcherHealth, SignalTypeRatios};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(#[from] std::io::Error),
+    /// Something the server needs could not be set up.
+    #[error("cannot start: {0}")]
+    Setup(String),
+}
+
+/// The pieces the server is built from, besides its configuration.
+pub struct Services {
+    /// Hashing back end.
+    pub hasher: Arc<dyn MediaHasher>,
+}
+
+/// A server running in the background (see [`start`]).
+pub struct RunningServer {
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// The address actually bound (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish and waits for the end.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.await {
+            Ok(result) => result,
+            Err(e) => Err(ServerError::Setup(format!("server task failed: {e}"))),
+        }
+    }
+
+    /// Waits until the server stops by itself (after a signal, with [`serve`]).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.handle.await {
+            Ok(result) => result,
+            Err(e) => Err(ServerError::Setup(format!("server task failed: {e}"))),
+        }
+    }
+}
+
+/// Builds the shared state from a configuration and services.
+pub fn build_state(config: ServerConfig, services: Services) -> Result<AppState, ServerError> {
+    let fetcher = UrlFetcher::new(FetchPolicy {
+        allowed_hostnames: config.allowed_hostnames.clone(),
+        allow_private_targets: config.allow_private_targets,
+        max_bytes: config.max_remote_file_size,
+        timeout: Duration::from_secs(config.fetch_timeout_seconds.max(1)),
+        max_redirects: config.fetch_max_redirects,
+    })
+    .map_err(|e| ServerError::Setup(e.to_string()))?;
+    let health = Arc::new(MatcherHealth::default());
+    // Until the matcher is wired to the store, there is nothing to load: ready at once.
+    health.mark_synced();
+    Ok(AppState {
+        uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
+        config: Arc::new(config),
+        hasher: services.hasher,
+        fetcher,
+        health,
+        signal_types: Arc::new(SignalTypeRatios::default()),
+    })
+}
+
+/// Binds the configured address and serves in the background until
+/// [`RunningServer::shutdown`] (or `stop` resolves).
+pub async fn start_with_shutdown(
+    config: ServerConfig,
+    services: Services,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningServer, ServerError> {
+    let listen = config.listen;
+    let state = build_state(config, services)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let router = crate::app::build_router(state.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        let shutdown = async move {
+            tokio::select! {
+                _ = rx => {}
+                _ = stop => {}
+            }
+            tracing::info!("shutting down: finishing in-flight requests");
+        };
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServerError::Serve)
+    });
+    tracing::info!(%addr, "omm serving");
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown: Some(tx),
+        handle,
+    })
+}
+
+/// Starts the server in the background; stop it with [`RunningServer::shutdown`].
+pub async fn start(config: ServerConfig, services: Services) -> Result<RunningServer, ServerError> {
+    start_with_shutdown(config, services, std::future::pending()).await
+}
+
+/// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn serve(config: ServerConfig, services: Services) -> Result<(), ServerError> {
+    let server = start_with_shutdown(config, services, shutdown_signal()).await?;
+    server.wait().await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// Installs the global tracing subscriber (text or JSON lines), filtered by `RUST_LOG`
+/// (default `info`). Does nothing if one is installed already.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

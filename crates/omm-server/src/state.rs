@@ -1,0 +1,163 @@
+//! Shared state of the running server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::fetch::UrlFetcher;
+use crate::hashing::MediaHasher;
+
+/// Readiness of the matcher, read by `/status` and `/readyz`.
+#[derive(Debug, Default)]
+pub struct MatcherHealth {
+    ready: AtomicBool,
+    last_sync_unix_ms: AtomicU64,
+}
+
+/// What `/status` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Serving.
+    Ready,
+    /// The first load of the index has not completed.
+    NotLoaded,
+    /// The index has not been synced with the store for too long.
+    Stale,
+}
+
+impl MatcherHealth {
+    /// Records a successful sync with the store; the first one makes the matcher ready.
+    pub fn mark_synced(&self) {
+        self.last_sync_unix_ms
+            .store(now_unix_ms(), Ordering::Release);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// True once the first load completed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Readiness given a staleness limit in seconds (0: never stale).
+    pub fn readiness(&self, max_stale_sec: u64) -> Readiness {
+        if !self.is_ready() {
+            return Readiness::NotLoaded;
+        }
+        if max_stale_sec > 0 {
+            let last = self.last_sync_unix_ms.load(Ordering::Acquire);
+            if now_unix_ms().saturating_sub(last) > max_stale_sec.saturating_mul(1000) {
+                return Readiness::Stale;
+            }
+        }
+        Readiness::Ready
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Enabled ratios of signal types (missing: 1.0). A ratio of 0 or less disables the type.
+#[derive(Debug, Default)]
+pub struct SignalTypeRatios {
+    ratios: RwLock<HashMap<String, f64>>,
+}
+
+impl SignalTypeRatios {
+    /// The ratio of `name` (1.0 when never set).
+    pub fn ratio(&self, name: &str) -> f64 {
+        match self.ratios.read() {
+            Ok(map) => map.get(name).copied().unwrap_or(1.0),
+            Err(poisoned) => poisoned.into_inner().get(name).copied().unwrap_or(1.0),
+        }
+    }
+
+    /// True when `name` is enabled (ratio above 0).
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.ratio(name) > 0.0
+    }
+
+    /// Replaces all ratios.
+    pub fn replace(&self, ratios: HashMap<String, f64>) {
+        match self.ratios.write() {
+            Ok(mut map) => *map = ratios,
+            Err(poisoned) => *poisoned.into_inner() = ratios,
+        }
+    }
+
+    /// Sets one ratio.
+    pub fn set(&self, name: &str, ratio: f64) {
+        match self.ratios.write() {
+            Ok(mut map) => {
+                map.insert(name.to_owned(), ratio);
+            }
+            Err(poisoned) => {
+                poisoned.into_inner().insert(name.to_owned(), ratio);
+            }
+        }
+    }
+}
+
+/// State shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<ServerConfig>,
+    /// Hashing back end.
+    pub hasher: Arc<dyn MediaHasher>,
+    /// URL downloads.
+    pub fetcher: UrlFetcher,
+    /// Bounds uploads and downloads processed at once.
+    pub uploads: Arc<Semaphore>,
+    /// Matcher readiness.
+    pub health: Arc<MatcherHealth>,
+    /// Signal type ratios.
+    pub signal_types: Arc<SignalTypeRatios>,
+}
+
+impl AppState {
+    /// Waits for an upload slot. The permit is released when dropped.
+    pub async fn upload_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.uploads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::unavailable("server is shutting down"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_transitions() {
+        let health = MatcherHealth::default();
+        assert_eq!(health.readiness(65), Readiness::NotLoaded);
+        health.mark_synced();
+        assert_eq!(health.readiness(65), Readiness::Ready);
+        assert_eq!(health.readiness(0), Readiness::Ready);
+        health.last_sync_unix_ms.store(1, Ordering::Release);
+        assert_eq!(health.readiness(65), Readiness::Stale);
+        assert_eq!(health.readiness(0), Readiness::Ready);
+    }
+
+    #[test]
+    fn ratio_zero_disables() {
+        let ratios = SignalTypeRatios::default();
+        assert!(ratios.is_enabled("pdq"));
+        ratios.set("pdq", 0.0);
+        assert!(!ratios.is_enabled("pdq"));
+        ratios.set("pdq", 0.5);
+        assert!(ratios.is_enabled("pdq"));
+    }
+}
