@@ -301,6 +301,12 @@ pub fn dct(buffer64: &[f32; 4096]) -> [f32; 256] {
     core::dct64_to_16(buffer64)
 }
 
+/// A dihedral transform applied in the DCT domain (the reference `dct16OriginalTo*`):
+/// sign flips and/or a transpose of the 16×16 coefficients, exact in f32.
+pub fn transform_dct(dct: &[f32; 256], d: Dihedral) -> [f32; 256] {
+    core::dihedral(dct, d)
+}
+
 /// The hash bits of 16×16 DCT coefficients (median threshold).
 pub fn bits_of(dct: &[f32; 256]) -> PdqHash {
     core::bits(dct)
