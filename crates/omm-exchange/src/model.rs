@@ -91,7 +91,8 @@ pub struct Checkpoint {
     /// When this checkpoint was produced (unix seconds). Used for staleness.
     pub created_at: i64,
     /// Upstream time up to which records have been fetched (unix seconds), if the API has one.
-    /// Never decreases across the checkpoints of one exchange.
+    /// Never decreases across checkpoints, except when a new full listing restarts from scratch
+    /// (a batch whose [`ListingProgress::listing_id`] differs from the stored checkpoint's).
     pub progress_ts: Option<i64>,
     /// Set while a full listing is in progress (see [`ListingProgress`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
