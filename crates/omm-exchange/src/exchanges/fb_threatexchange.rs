@@ -486,10 +486,21 @@ impl Inner {
         with_token
             .query_pairs_mut()
             .append_pair("access_token", self.token.expose());
-        let resp = self
-            .http
-            .send(&Request::get(with_token.to_string()))
-            .await?;
+        let resp = match self.http.send(&Request::get(with_token.to_string())).await {
+            // The Graph API answers an invalid or expired token with 400 OAuthException.
+            Err(ExchangeError::Http {
+                status: 400,
+                url,
+                message,
+            }) if message.contains("OAuthException") => {
+                return Err(ExchangeError::Auth {
+                    status: 400,
+                    url,
+                    message,
+                })
+            }
+            other => other?,
+        };
         Ok((resp.json()?, resp.url))
     }
 }
