@@ -29,12 +29,15 @@ struct Upd {
     status: &'static str,
 }
 
+/// Reactions received: (descriptor id, form fields).
+type Reactions = Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>;
+
 #[derive(Clone)]
 struct Fake {
     updates: Arc<Mutex<Vec<Upd>>>,
     faults: Faults,
     base: Arc<Mutex<String>>,
-    reactions: Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>,
+    reactions: Reactions,
 }
 
 fn descriptors(u: &Upd) -> Value {
