@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
-use crate::routes::{hasher, status};
+use crate::routes::{curator, dev, hasher, matcher, status};
 use crate::state::AppState;
 
 /// Path of the OpenAPI document.
@@ -54,6 +54,51 @@ pub fn build_router(state: AppState) -> Router {
         .routes(routes!(status::site_map));
     if config.role_hasher {
         api = api.routes(routes!(hasher::hash_get, hasher::hash_post));
+    }
+    if config.role_matcher {
+        api = api
+            .routes(routes!(matcher::raw_lookup))
+            .routes(routes!(matcher::lookup_get, matcher::lookup_post))
+            .routes(routes!(matcher::index_status))
+            .routes(routes!(matcher::compare));
+    }
+    if config.role_curator {
+        api = api
+            .routes(routes!(curator::banks_list, curator::bank_create))
+            .routes(routes!(
+                curator::bank_get,
+                curator::bank_update,
+                curator::bank_delete
+            ))
+            .routes(routes!(curator::content_add))
+            .routes(routes!(curator::signal_add))
+            .routes(routes!(
+                curator::content_get,
+                curator::content_update,
+                curator::content_delete
+            ))
+            .routes(routes!(curator::signal_types_list))
+            .routes(routes!(curator::signal_type_update))
+            .routes(routes!(curator::signal_type_index))
+            .routes(routes!(curator::content_types_list))
+            .routes(routes!(curator::exchange_apis))
+            .routes(routes!(
+                curator::exchange_api_get,
+                curator::exchange_api_set
+            ))
+            .routes(routes!(curator::exchange_api_schema))
+            .routes(routes!(curator::exchanges_list, curator::exchange_create))
+            .routes(routes!(
+                curator::exchange_get,
+                curator::exchange_update,
+                curator::exchange_delete
+            ))
+            .routes(routes!(curator::exchange_status));
+    }
+    if !config.production {
+        api = api
+            .routes(routes!(dev::setup_sample_example))
+            .routes(routes!(dev::seed_banks));
     }
     let (router, openapi) = api.split_for_parts();
 

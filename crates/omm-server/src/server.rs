@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 use crate::config::{LogFormat, ServerConfig};
 use crate::fetch::{FetchPolicy, UrlFetcher};
 use crate::hashing::MediaHasher;
-use crate::state::{AppState, MatcherHealth, SignalTypeRatios};
+use crate::matching::Matcher;
+use crate::state::{AppState, MatcherHealth};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,10 @@ pub enum ServerError {
 pub struct Services {
     /// Hashing back end.
     pub hasher: Arc<dyn MediaHasher>,
+    /// Installed signal types (what `/c/signal_type` lists and the matcher indexes).
+    pub signal_types: Vec<omm_signals::SignalType>,
+    /// The store.
+    pub store: omm_store::Store,
 }
 
 /// A server running in the background (see [`start`]).
@@ -88,15 +93,23 @@ pub fn build_state(config: ServerConfig, services: Services) -> Result<AppState,
     })
     .map_err(|e| ServerError::Setup(e.to_string()))?;
     let health = Arc::new(MatcherHealth::default());
-    // Until the matcher is wired to the store, there is nothing to load: ready at once.
-    health.mark_synced();
+    // A process without the matcher role still tails the state (signal type ratios, for the
+    // hasher), but indexes nothing.
+    let indexed: &[omm_signals::SignalType] = if config.role_matcher {
+        &services.signal_types
+    } else {
+        &[]
+    };
+    let matcher = Arc::new(Matcher::new(indexed));
     Ok(AppState {
         uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
         config: Arc::new(config),
         hasher: services.hasher,
         fetcher,
         health,
-        signal_types: Arc::new(SignalTypeRatios::default()),
+        signal_types: Arc::new(services.signal_types),
+        store: services.store,
+        matcher,
     })
 }
 
@@ -117,6 +130,12 @@ pub async fn start_with_shutdown(
         })?;
     let addr = listener.local_addr()?;
     let router = crate::app::build_router(state.clone());
+    let sync = tokio::spawn(crate::matching::run_sync(
+        state.matcher.clone(),
+        state.store.clone(),
+        state.health.clone(),
+        Duration::from_millis(state.config.matcher_poll_interval_ms.max(10)),
+    ));
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         let shutdown = async move {
@@ -126,10 +145,12 @@ pub async fn start_with_shutdown(
             }
             tracing::info!("shutting down: finishing in-flight requests");
         };
-        axum::serve(listener, router)
+        let result = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(ServerError::Serve)
+            .map_err(ServerError::Serve);
+        sync.abort();
+        result
     });
     tracing::info!(%addr, "omm serving");
     Ok(RunningServer {

@@ -11,6 +11,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::fetch::UrlFetcher;
 use crate::hashing::MediaHasher;
+use crate::matching::Matcher;
 
 /// Readiness of the matcher, read by `/status` and `/readyz`.
 #[derive(Debug, Default)]
@@ -120,8 +121,12 @@ pub struct AppState {
     pub uploads: Arc<Semaphore>,
     /// Matcher readiness.
     pub health: Arc<MatcherHealth>,
-    /// Signal type ratios.
-    pub signal_types: Arc<SignalTypeRatios>,
+    /// Installed signal types.
+    pub signal_types: Arc<Vec<omm_signals::SignalType>>,
+    /// The store.
+    pub store: omm_store::Store,
+    /// The in-memory matcher (also the source of signal type ratios).
+    pub matcher: Arc<Matcher>,
 }
 
 impl AppState {
@@ -132,6 +137,17 @@ impl AppState {
             .acquire_owned()
             .await
             .map_err(|_| ApiError::unavailable("server is shutting down"))
+    }
+
+    /// True when `signal_type` is installed and its ratio is above 0.
+    pub fn signal_type_enabled(&self, signal_type: &str) -> bool {
+        self.signal_types.iter().any(|s| s.name() == signal_type)
+            && self.matcher.signal_type_ratio(signal_type) > 0.0
+    }
+
+    /// The installed signal type called `name`.
+    pub fn installed_signal_type(&self, name: &str) -> Option<omm_signals::SignalType> {
+        self.signal_types.iter().copied().find(|s| s.name() == name)
     }
 }
 

@@ -104,9 +104,8 @@ pub async fn hash_upload(
     upload: &Upload,
     types: Option<&str>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let ratios = state.signal_types.clone();
     let selected = select_signal_types(state.hasher.as_ref(), &upload.content_type, types, &|t| {
-        ratios.is_enabled(t)
+        state.signal_type_enabled(t)
     })?;
     hashing::hash_bytes(
         state.hasher.clone(),
@@ -125,8 +124,7 @@ pub async fn hash_url(
     content_type: Option<&str>,
     types: Option<&str>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let ratios = state.signal_types.clone();
-    let is_enabled = |t: &str| ratios.is_enabled(t);
+    let is_enabled = |t: &str| state.signal_type_enabled(t);
     // Check what can be checked before spending a download on it.
     state.fetcher.check_url(url).map_err(fetch_error)?;
     if let Some(ct) = content_type {

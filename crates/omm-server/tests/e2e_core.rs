@@ -3,7 +3,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{assert_error, hex, Origin, TestServer, IMAGE_BYTES};
+use common::{assert_error, flat_image, hex, image_bytes, pdq_of, Origin, TestServer};
 use md5::{Digest, Md5};
 use reqwest::multipart::{Form, Part};
 
@@ -125,17 +125,14 @@ async fn hash_by_url() {
     let url = origin.url("/image.jpg");
     let (status, body) = t.get_json(&format!("/h/hash?url={url}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        body,
-        serde_json::json!({"test_photo": hex(&IMAGE_BYTES[..16])})
-    );
+    assert_eq!(body, serde_json::json!({"pdq": pdq_of(&image_bytes())}));
 
     // Forced content type.
     let (status, body) = t
         .get_json(&format!("/h/hash?url={url}&content_type=video"))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["video_md5"], hex(&Md5::digest(IMAGE_BYTES)));
+    assert_eq!(body["video_md5"], hex(&Md5::digest(image_bytes())));
     // Video inferred from the response.
     let (status, body) = t
         .get_json(&format!("/h/hash?url={}", origin.url("/video.mp4")))
@@ -149,7 +146,7 @@ async fn hash_by_url_errors() {
     let origin = Origin::start().await;
     let t = TestServer::start(|c| {
         c.allow_private_targets = true;
-        c.max_remote_file_size = 1000;
+        c.max_remote_file_size = 60_000;
     })
     .await;
     let cases: Vec<(String, StatusCode, &str)> = vec![
@@ -225,7 +222,7 @@ async fn hash_by_url_errors() {
     // `types=a,` works: empty parts are skipped.
     let (status, _) = t
         .get_json(&format!(
-            "/h/hash?url={}&types=test_photo,",
+            "/h/hash?url={}&types=pdq,",
             origin.url("/image.jpg")
         ))
         .await;
@@ -279,31 +276,22 @@ async fn hash_by_url_allow_list() {
 #[tokio::test]
 async fn hash_by_upload() {
     let t = TestServer::start(|_| {}).await;
-    let form = Form::new().part(
-        "photo",
-        Part::bytes(IMAGE_BYTES.to_vec()).file_name("a.jpg"),
-    );
+    let form = Form::new().part("photo", Part::bytes(image_bytes()).file_name("a.jpg"));
     let (status, body) = t
         .send_json(t.client.post(t.url("/h/hash")).multipart(form))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        body,
-        serde_json::json!({"test_photo": hex(&IMAGE_BYTES[..16])})
-    );
+    assert_eq!(body, serde_json::json!({"pdq": pdq_of(&image_bytes())}));
 
     // The same bytes as video give the MD5 of the bytes.
-    let form = Form::new().part(
-        "video",
-        Part::bytes(IMAGE_BYTES.to_vec()).file_name("a.mp4"),
-    );
+    let form = Form::new().part("video", Part::bytes(image_bytes()).file_name("a.mp4"));
     let (status, body) = t
         .send_json(t.client.post(t.url("/h/hash")).multipart(form))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        serde_json::json!({"video_md5": hex(&Md5::digest(IMAGE_BYTES))})
+        serde_json::json!({"video_md5": hex(&Md5::digest(image_bytes()))})
     );
 }
 
@@ -318,7 +306,7 @@ async fn hash_by_upload_errors() {
         StatusCode::BAD_REQUEST,
         "Missing multipart/form-data file upload",
     );
-    let got = post(Form::new().part("file", Part::bytes(b"IMG".to_vec()).file_name("a"))).await;
+    let got = post(Form::new().part("file", Part::bytes(image_bytes()).file_name("a"))).await;
     assert_error(
         &got,
         StatusCode::BAD_REQUEST,
@@ -326,8 +314,8 @@ async fn hash_by_upload_errors() {
     );
     let got = post(
         Form::new()
-            .part("photo", Part::bytes(b"IMG1".to_vec()).file_name("a"))
-            .part("photo", Part::bytes(b"IMG2".to_vec()).file_name("b")),
+            .part("photo", Part::bytes(image_bytes()).file_name("a"))
+            .part("photo", Part::bytes(image_bytes()).file_name("b")),
     )
     .await;
     assert_error(
@@ -338,8 +326,7 @@ async fn hash_by_upload_errors() {
     let got =
         post(Form::new().part("photo", Part::bytes(b"garbage".to_vec()).file_name("a"))).await;
     assert_error(&got, StatusCode::BAD_REQUEST, "cannot decode");
-    let got =
-        post(Form::new().part("photo", Part::bytes(b"IMG-LOWQ".to_vec()).file_name("a"))).await;
+    let got = post(Form::new().part("photo", Part::bytes(flat_image()).file_name("a"))).await;
     assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "quality");
     let got =
         post(Form::new().part("photo", Part::bytes(vec![b'I'; 200 * 1024]).file_name("a"))).await;
@@ -356,7 +343,7 @@ async fn hash_by_upload_errors() {
             t.client
                 .post(t.url("/h/hash"))
                 .header("content-type", "multipart/form-data; boundary=XYZ")
-                .body("--XYZ\r\nContent-Disposition: form-data; name=\"photo\"\r\n\r\nIMG"),
+                .body("--XYZ\r\nContent-Disposition: form-data; name=\"photo\"\r\n\r\nXX"),
         )
         .await;
     assert_eq!(got.0, StatusCode::BAD_REQUEST, "{}", got.1);

@@ -11,52 +11,125 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use md5::{Digest, Md5};
-use omm_server::hashing::{HashError, MediaHasher};
+use omm_server::builtin::SignalsHasher;
 use omm_server::{RunningServer, ServerConfig, Services};
 
-/// A hasher for tests of the HTTP plumbing: `video_md5` is the real MD5; `test_photo` is a
-/// stand-in photo signal (hex of the first bytes) that refuses bytes not starting with
-/// `IMG` (undecodable) and `IMG-LOWQ` (low quality).
-pub struct TestHasher;
-
-impl MediaHasher for TestHasher {
-    fn content_types(&self) -> Vec<String> {
-        vec!["photo".into(), "video".into()]
-    }
-
-    fn signal_types_for(&self, content_type: &str) -> Vec<String> {
-        match content_type {
-            "photo" => vec!["test_photo".into()],
-            "video" => vec!["video_md5".into()],
-            _ => vec![],
+/// A 24-bit BMP of `size`x`size` pixels whose gray value at (x, y) is `pixel(x, y)`.
+pub fn bmp(size: u32, pixel: impl Fn(u32, u32) -> u8) -> Vec<u8> {
+    let row = (size * 3).div_ceil(4) * 4;
+    let data_len = row * size;
+    let mut out = Vec::with_capacity(54 + data_len as usize);
+    out.extend_from_slice(b"BM");
+    out.extend_from_slice(&(54 + data_len).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&54u32.to_le_bytes());
+    out.extend_from_slice(&40u32.to_le_bytes());
+    out.extend_from_slice(&(size as i32).to_le_bytes());
+    out.extend_from_slice(&(size as i32).to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&24u16.to_le_bytes());
+    out.extend_from_slice(&[0u8; 24]);
+    for y in (0..size).rev() {
+        let start = out.len();
+        for x in 0..size {
+            let v = pixel(x, y);
+            out.extend_from_slice(&[v, v, v]);
+        }
+        while out.len() - start < row as usize {
+            out.push(0);
         }
     }
+    out
+}
 
-    fn hash(&self, _ct: &str, signal_type: &str, bytes: &[u8]) -> Result<String, HashError> {
-        match signal_type {
-            "video_md5" => Ok(hex(&Md5::digest(bytes))),
-            "test_photo" => {
-                if bytes.starts_with(b"IMG-LOWQ") {
-                    Err(HashError::LowQuality {
-                        signal_type: "test_photo".into(),
-                        quality: 10,
-                        minimum: 50,
-                    })
-                } else if bytes.starts_with(b"IMG") {
-                    Ok(hex(&bytes[..bytes.len().min(16)]))
-                } else {
-                    Err(HashError::Undecodable("not an image".into()))
-                }
-            }
-            other => Err(HashError::Unavailable(format!("no hasher for {other}"))),
+/// A black/white checkerboard with `cell`-pixel squares (a photo with a usable PDQ).
+pub fn checkerboard(cell: u32) -> Vec<u8> {
+    bmp(128, |x, y| {
+        if ((x / cell) + (y / cell)) % 2 == 0 {
+            0
+        } else {
+            255
         }
-    }
+    })
+}
+
+/// A uniform gray image: PDQ quality 0.
+pub fn flat_image() -> Vec<u8> {
+    bmp(64, |_, _| 128)
+}
+
+/// PDQ of `bytes` computed directly with omm-signals (the expected value).
+pub fn pdq_of(bytes: &[u8]) -> String {
+    omm_signals::SignalType::Pdq
+        .hash_bytes(
+            omm_signals::ContentType::Photo,
+            bytes,
+            &omm_signals::HashOptions::default(),
+        )
+        .expect("hashable test image")
+        .value
 }
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Directory of the shared test vectors.
+pub fn vectors_dir() -> std::path::PathBuf {
+    match std::env::var_os("OMM_VECTORS_DIR") {
+        Some(d) => d.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"),
+    }
+}
+
+/// Which database a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh schema on `OMM_TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// The backends to run a test on: SQLite always, Postgres when configured.
+pub fn backends() -> Vec<Backend> {
+    if std::env::var("OMM_TEST_DATABASE_URL").is_ok() {
+        vec![Backend::Sqlite, Backend::Postgres]
+    } else {
+        eprintln!("OMM_TEST_DATABASE_URL not set: PostgreSQL variant skipped");
+        vec![Backend::Sqlite]
+    }
+}
+
+static SCHEMA_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A unique schema name for this test process.
+pub fn unique_schema() -> String {
+    let n = SCHEMA_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("omm_srv_{}_{}_{}", std::process::id(), nanos, n)
+}
+
+/// Opens a store for `backend` (in `dir` for SQLite, or in `schema` for Postgres).
+pub async fn open_store(backend: Backend, dir: &std::path::Path, schema: &str) -> omm_store::Store {
+    match backend {
+        Backend::Sqlite => omm_store::Store::open_sqlite(dir.join("omm.db"))
+            .await
+            .expect("sqlite store"),
+        Backend::Postgres => {
+            let url = std::env::var("OMM_TEST_DATABASE_URL").expect("OMM_TEST_DATABASE_URL");
+            let mut options = omm_store::PostgresOptions::new(url);
+            options.schema = Some(schema.to_owned());
+            options.max_connections = 4;
+            omm_store::Store::open_postgres(options)
+                .await
+                .expect("postgres store")
+        }
+    }
 }
 
 /// A running server and a client for it.
@@ -70,7 +143,23 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with the default test configuration changed by `adjust`.
     pub async fn start(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        Self::start_on(Backend::Sqlite, adjust).await
+    }
+
+    /// Starts a server on `backend`.
+    pub async fn start_on(backend: Backend, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let schema = unique_schema();
         let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_store(backend, dir.path(), &schema).await;
+        Self::start_with_store(store, dir, adjust).await
+    }
+
+    /// Starts a server on an opened store.
+    pub async fn start_with_store(
+        store: omm_store::Store,
+        dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
@@ -80,11 +169,14 @@ impl TestServer {
         let server = omm_server::start(
             config,
             Services {
-                hasher: Arc::new(TestHasher),
+                hasher: Arc::new(SignalsHasher::default()),
+                signal_types: omm_server::builtin::DEFAULT_SIGNAL_TYPES.to_vec(),
+                store,
             },
         )
         .await
         .expect("server starts");
+        config_matcher_wait(&server).await;
         let base = format!("http://{}", server.addr());
         TestServer {
             server,
@@ -125,6 +217,36 @@ impl TestServer {
     }
 }
 
+/// Waits (with a deadline) until the matcher has loaded.
+async fn config_matcher_wait(server: &RunningServer) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !server.state().health.is_ready() {
+        assert!(std::time::Instant::now() < deadline, "matcher did not load");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns the time it took.
+pub async fn wait_until<F, Fut>(
+    timeout: std::time::Duration,
+    mut check: F,
+) -> Option<std::time::Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Asserts an error response: the status and a JSON `message` containing `needle`.
 pub fn assert_error(got: &(StatusCode, serde_json::Value), status: StatusCode, needle: &str) {
     assert_eq!(got.0, status, "body: {}", got.1);
@@ -143,8 +265,10 @@ pub struct Origin {
     _task: tokio::task::JoinHandle<()>,
 }
 
-/// Bytes the origin serves as `/image.jpg`.
-pub const IMAGE_BYTES: &[u8] = b"IMG-test-image-bytes-0123456789";
+/// Bytes the origin serves as `/image.jpg` (a photo; served with type image/jpeg).
+pub fn image_bytes() -> Vec<u8> {
+    checkerboard(8)
+}
 
 impl Origin {
     pub async fn start() -> Origin {
@@ -154,11 +278,11 @@ impl Origin {
         let router = Router::new()
             .route(
                 "/image.jpg",
-                get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], IMAGE_BYTES) }),
+                get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], image_bytes()) }),
             )
             .route(
                 "/lowq.jpg",
-                get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], &b"IMG-LOWQ"[..]) }),
+                get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], flat_image()) }),
             )
             .route(
                 "/video.mp4",
@@ -178,7 +302,11 @@ impl Origin {
                 "/missing",
                 get(|| async { (StatusCode::NOT_FOUND, "nope") }),
             )
-            .route("/big", get(|| async { vec![b'I'; 4096] }))
+            .route("/big", get(|| async { vec![b'I'; 100_000] }))
+            .route(
+                "/image2.jpg",
+                get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], checkerboard(16)) }),
+            )
             .route("/big-chunked", get(big_chunked))
             .route(
                 "/redirect",
@@ -228,14 +356,14 @@ impl Origin {
 }
 
 async fn no_content_type() -> Response {
-    let mut resp = Response::new(Body::from(IMAGE_BYTES));
+    let mut resp = Response::new(Body::from(image_bytes()));
     resp.headers_mut().remove(header::CONTENT_TYPE);
     resp
 }
 
-/// 4 KiB in 16 chunks with no Content-Length, so only the streaming check can catch it.
+/// 100,000 bytes in 16 chunks with no Content-Length, so only the streaming check can catch it.
 async fn big_chunked() -> impl IntoResponse {
-    let chunks = (0..16).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'I'; 256])));
+    let chunks = (0..16).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'I'; 6250])));
     let stream = futures_util::stream::iter(chunks);
     (
         [(header::CONTENT_TYPE, "image/jpeg")],
