@@ -1,8 +1,7 @@
 //! Shared state of the running server.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -67,47 +66,6 @@ pub fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Enabled ratios of signal types (missing: 1.0). A ratio of 0 or less disables the type.
-#[derive(Debug, Default)]
-pub struct SignalTypeRatios {
-    ratios: RwLock<HashMap<String, f64>>,
-}
-
-impl SignalTypeRatios {
-    /// The ratio of `name` (1.0 when never set).
-    pub fn ratio(&self, name: &str) -> f64 {
-        match self.ratios.read() {
-            Ok(map) => map.get(name).copied().unwrap_or(1.0),
-            Err(poisoned) => poisoned.into_inner().get(name).copied().unwrap_or(1.0),
-        }
-    }
-
-    /// True when `name` is enabled (ratio above 0).
-    pub fn is_enabled(&self, name: &str) -> bool {
-        self.ratio(name) > 0.0
-    }
-
-    /// Replaces all ratios.
-    pub fn replace(&self, ratios: HashMap<String, f64>) {
-        match self.ratios.write() {
-            Ok(mut map) => *map = ratios,
-            Err(poisoned) => *poisoned.into_inner() = ratios,
-        }
-    }
-
-    /// Sets one ratio.
-    pub fn set(&self, name: &str, ratio: f64) {
-        match self.ratios.write() {
-            Ok(mut map) => {
-                map.insert(name.to_owned(), ratio);
-            }
-            Err(poisoned) => {
-                poisoned.into_inner().insert(name.to_owned(), ratio);
-            }
-        }
-    }
-}
-
 /// State shared by every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -165,15 +123,5 @@ mod tests {
         health.last_sync_unix_ms.store(1, Ordering::Release);
         assert_eq!(health.readiness(65), Readiness::Stale);
         assert_eq!(health.readiness(0), Readiness::Ready);
-    }
-
-    #[test]
-    fn ratio_zero_disables() {
-        let ratios = SignalTypeRatios::default();
-        assert!(ratios.is_enabled("pdq"));
-        ratios.set("pdq", 0.0);
-        assert!(!ratios.is_enabled("pdq"));
-        ratios.set("pdq", 0.5);
-        assert!(ratios.is_enabled("pdq"));
     }
 }
