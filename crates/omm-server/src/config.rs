@@ -232,7 +232,7 @@ impl ServerConfig {
     /// The database URL to connect to: the configured one, or a SQLite file in `data_dir`.
     pub fn effective_database_url(&self) -> String {
         if self.database_url.is_empty() {
-            format!("sqlite://{}", self.data_dir.join("omm.sqlite3").display())
+            format!("sqlite://{}", self.data_dir.join("omm.db").display())
         } else {
             self.database_url.clone()
         }
