@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use mozjpeg_sys as sys;
 use omm_signals::pdq::{self, reference, PdqOptions};
 use omm_signals::{decode, DecodeOptions, Image, Pixels};
