@@ -45,6 +45,8 @@ const PAGE_LEN: usize = 1 << PAGE_SHIFT;
 const SNAPSHOT_ENTRY_LEN: usize = CODE_BYTES + 8;
 /// Sub-batch size of [`PdqIndex::apply`] (bounds the exclusive-lock steps).
 const MIN_SUB_BATCH: usize = 1 << 18;
+/// Batches touching more (key, slot) pairs per table than this rebuild the table directly.
+const PATCH_LIMIT: usize = 1 << 16;
 
 /// Layout of a [`PdqIndex`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,51 +309,53 @@ impl Table {
         Table { chunk, dir, arena }
     }
 
-    /// Builds a copy of this table with `removes` and `adds` (both sorted by key) applied.
-    fn rebuilt(&self, removes: &[(u32, u32)], adds: &[(u32, u32)]) -> Self {
+    /// Builds a copy of this table with `removes` and `adds` (`(key, slot)`, any order) applied;
+    /// `removed` has the bit of every removed slot set.
+    fn rebuilt(&self, removes: &[(u32, u32)], adds: &[(u32, u32)], removed: &[u64]) -> Self {
         let buckets = 1usize << self.chunk.width;
+        let mut counts: Vec<u32> = self.dir[..buckets].iter().map(|e| e[1]).collect();
+        for &(key, _) in removes {
+            counts[key as usize] -= 1;
+        }
+        for &(key, _) in adds {
+            counts[key as usize] += 1;
+        }
         let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
-        // First pass: sizes.
-        let (mut ri, mut ai) = (0, 0);
         let mut total = 0u32;
-        for (b, entry) in dir.iter_mut().enumerate().take(buckets) {
-            let key = b as u32;
-            let mut n = self.dir[b][1];
-            while ri < removes.len() && removes[ri].0 == key {
-                n -= 1;
-                ri += 1;
-            }
-            while ai < adds.len() && adds[ai].0 == key {
-                n += 1;
-                ai += 1;
-            }
+        for (entry, &n) in dir.iter_mut().zip(&counts) {
             *entry = [total, 0];
             total += n + slack(n);
         }
         dir[buckets] = [total, 0];
+        drop(counts);
         let mut arena: Vec<u32> = zeroed_vec(total as usize);
-        let (mut ri, mut ai) = (0, 0);
+        let is_removed = |s: u32| {
+            removed
+                .get(s as usize / 64)
+                .is_some_and(|w| w & (1 << (s % 64)) != 0)
+        };
         for (b, entry) in dir.iter_mut().enumerate().take(buckets) {
-            let key = b as u32;
-            let r0 = ri;
-            while ri < removes.len() && removes[ri].0 == key {
-                ri += 1;
-            }
-            let gone = &removes[r0..ri];
             let start = entry[0] as usize;
-            let mut len = 0usize;
-            for &s in self.bucket(key) {
-                if !gone.iter().any(|&(_, g)| g == s) {
-                    arena[start + len] = s;
-                    len += 1;
+            let old = self.bucket(b as u32);
+            let len = if removes.is_empty() {
+                arena[start..start + old.len()].copy_from_slice(old);
+                old.len()
+            } else {
+                let mut len = 0;
+                for &s in old {
+                    if !is_removed(s) {
+                        arena[start + len] = s;
+                        len += 1;
+                    }
                 }
-            }
-            while ai < adds.len() && adds[ai].0 == key {
-                arena[start + len] = adds[ai].1;
-                len += 1;
-                ai += 1;
-            }
+                len
+            };
             entry[1] = len as u32;
+        }
+        for &(key, slot) in adds {
+            let [start, len] = dir[key as usize];
+            arena[(start + len) as usize] = slot;
+            dir[key as usize][1] = len + 1;
         }
         Table {
             chunk: self.chunk,
@@ -409,6 +413,18 @@ impl Table {
     }
 }
 
+/// Per-thread query buffers (reused so that queries do not allocate).
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<u32>,
+    ranges: Vec<(u32, u32, u32)>,
+    slots: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 struct Inner {
     tables: Vec<Table>,
     storage: Storage,
@@ -450,55 +466,83 @@ impl Inner {
             probes += ball;
             expected += ball * n / (1u64 << table.chunk.width) as f64;
         }
-        // A probe costs about as much as a few sequential code comparisons.
-        if !probes.is_finite() || expected + 4.0 * probes > n {
+        // A probe or a candidate (random accesses) costs several sequential comparisons.
+        if !probes.is_finite() || 8.0 * (expected + probes) > n {
             return self.scan(q, t, out);
         }
-        for (k, table) in self.tables.iter().enumerate() {
-            let r = radii[k];
-            if r < 0 {
-                continue;
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch {
+                keys,
+                ranges,
+                slots,
+            } = &mut *scratch;
+            // 1. All probe keys; prefetch their directory entries.
+            keys.clear();
+            let mut key_ends = [0usize; 33];
+            for (k, table) in self.tables.iter().enumerate() {
+                let r = radii[k];
+                if r >= 0 {
+                    let qk = table.chunk.of(q);
+                    for j in 0..=r as u32 {
+                        for_each_mask(table.chunk.width, j, |mask| keys.push(qk ^ mask));
+                    }
+                }
+                key_ends[k + 1] = keys.len();
             }
-            let qk = table.chunk.of(q);
-            for j in 0..=r as u32 {
-                for_each_mask(table.chunk.width, j, |mask| {
-                    stats.probes += 1;
-                    let bucket = table.bucket(qk ^ mask);
-                    stats.candidates += bucket.len() as u64;
-                    self.scan_bucket(bucket, q, t, k, &radii, out);
-                });
+            stats.probes = keys.len() as u64;
+            for (k, table) in self.tables.iter().enumerate() {
+                for &key in &keys[key_ends[k]..key_ends[k + 1]] {
+                    prefetch(table.dir.as_ptr().wrapping_add(key as usize));
+                }
             }
-        }
+            // 2. Bucket ranges; prefetch the start of each bucket.
+            ranges.clear();
+            for (k, table) in self.tables.iter().enumerate() {
+                for &key in &keys[key_ends[k]..key_ends[k + 1]] {
+                    let [start, len] = table.dir[key as usize];
+                    if len > 0 {
+                        prefetch(table.arena.as_ptr().wrapping_add(start as usize));
+                        ranges.push((k as u32, start, len));
+                    }
+                }
+            }
+            // 3. Gather candidate slots, remembering where each table's candidates end.
+            slots.clear();
+            let mut slot_ends = [0usize; 33];
+            for &(k, start, len) in ranges.iter() {
+                let table = &self.tables[k as usize];
+                slots.extend_from_slice(&table.arena[start as usize..(start + len) as usize]);
+                slot_ends[k as usize + 1] = slots.len();
+            }
+            for k in 1..=self.tables.len() {
+                slot_ends[k] = slot_ends[k].max(slot_ends[k - 1]);
+            }
+            stats.candidates = slots.len() as u64;
+            // 4. Verify with the full codes, prefetching ahead.
+            const AHEAD: usize = 16;
+            for &s in slots.iter().take(AHEAD) {
+                prefetch(self.storage.code_ptr(s));
+            }
+            let mut k = 0;
+            for (i, &slot) in slots.iter().enumerate() {
+                if let Some(&ahead) = slots.get(i + AHEAD) {
+                    prefetch(self.storage.code_ptr(ahead));
+                }
+                while i >= slot_ends[k + 1] {
+                    k += 1;
+                }
+                let code = self.storage.code(slot);
+                let d = hamming(code, q);
+                if d <= t && self.first_cover(k, code, q, &radii) {
+                    out.push(Hit {
+                        distance: d,
+                        id: self.storage.id(slot),
+                    });
+                }
+            }
+        });
         stats
-    }
-
-    #[inline(always)]
-    fn scan_bucket(
-        &self,
-        bucket: &[u32],
-        q: &Code256,
-        t: u32,
-        k: usize,
-        radii: &[i32],
-        out: &mut Vec<Hit>,
-    ) {
-        const AHEAD: usize = 8;
-        for &s in bucket.iter().take(AHEAD) {
-            prefetch(self.storage.code_ptr(s));
-        }
-        for (i, &slot) in bucket.iter().enumerate() {
-            if let Some(&ahead) = bucket.get(i + AHEAD) {
-                prefetch(self.storage.code_ptr(ahead));
-            }
-            let code = self.storage.code(slot);
-            let d = hamming(code, q);
-            if d <= t && self.first_cover(k, code, q, radii) {
-                out.push(Hit {
-                    distance: d,
-                    id: self.storage.id(slot),
-                });
-            }
-        }
     }
 
     /// Whether table `k` is the first table whose probe covers `code` (reporting it only there
@@ -689,26 +733,28 @@ impl PdqIndex {
         let chunk0 = self.chunks[0];
 
         // 1. Resolve the batch against the index (readers keep running).
-        let mut order: Vec<u32> = (0..ops.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let (ca, ia, _) = ops[a as usize].parts();
-            let (cb, ib, _) = ops[b as usize].parts();
-            (chunk0.of(ca), ca, ia, a).cmp(&(chunk0.of(cb), cb, ib, b))
-        });
+        let mut order: Vec<(u32, Code256, u64, u32)> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let (c, id, _) = op.parts();
+                (chunk0.of(c), *c, id, i as u32)
+            })
+            .collect();
+        order.sort_unstable();
         // Last op per (code, id), grouped by chunk-0 key.
         let mut finals: Vec<(Code256, u64, bool)> = Vec::with_capacity(order.len());
-        for (i, &o) in order.iter().enumerate() {
-            let (c, id, ins) = ops[o as usize].parts();
-            let last_of_pair = order.get(i + 1).is_none_or(|&n| {
-                let (cn, idn, _) = ops[n as usize].parts();
-                cn != c || idn != id
-            });
+        for (i, &(_, c, id, o)) in order.iter().enumerate() {
+            let last_of_pair = order
+                .get(i + 1)
+                .is_none_or(|&(_, cn, idn, _)| cn != c || idn != id);
             if last_of_pair {
-                finals.push((*c, id, ins));
+                finals.push((c, id, ops[o as usize].parts().2));
             } else {
                 stats.unchanged += 1;
             }
         }
+        drop(order);
         let mut adds: Vec<(Code256, u64)> = Vec::new();
         let mut removes: Vec<u32> = Vec::new();
         let mut wanted = Vec::new();
@@ -756,6 +802,13 @@ impl PdqIndex {
         let mut guard = RwLockWriteGuard::downgrade_to_upgradable(w);
 
         // 3. Update one table at a time.
+        let mut removed_bits: Vec<u64> = Vec::new();
+        if !removes.is_empty() {
+            removed_bits = vec![0u64; guard.storage.live.len()];
+            for &s in &removes {
+                removed_bits[s as usize / 64] |= 1 << (s % 64);
+            }
+        }
         for k in 0..self.chunks.len() {
             let chunk = self.chunks[k];
             let mut rm: Vec<(u32, u32)> = removes
@@ -767,14 +820,18 @@ impl PdqIndex {
                 .zip(&new_slots)
                 .map(|((c, _), &s)| (chunk.of(c), s))
                 .collect();
-            rm.sort_unstable();
-            ad.sort_unstable();
-            if guard.tables[k].fits(&rm, &ad) {
+            // Small batches usually fit into the spare capacity; large ones rebuild anyway.
+            let small = rm.len() + ad.len() <= PATCH_LIMIT;
+            if small {
+                rm.sort_unstable();
+                ad.sort_unstable();
+            }
+            if small && guard.tables[k].fits(&rm, &ad) {
                 let mut w = RwLockUpgradableReadGuard::upgrade(guard);
                 w.tables[k].patch(&rm, &ad);
                 guard = RwLockWriteGuard::downgrade_to_upgradable(w);
             } else {
-                let mut table = guard.tables[k].rebuilt(&rm, &ad);
+                let mut table = guard.tables[k].rebuilt(&rm, &ad, &removed_bits);
                 let mut w = RwLockUpgradableReadGuard::upgrade(guard);
                 std::mem::swap(&mut w.tables[k], &mut table);
                 guard = RwLockWriteGuard::downgrade_to_upgradable(w);
