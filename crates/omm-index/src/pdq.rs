@@ -255,7 +255,7 @@ impl Storage {
 /// Spare capacity given to a bucket of `len` entries when a table is (re)built.
 #[inline]
 fn slack(len: u32) -> u32 {
-    len / 8 + u32::from(len > 0)
+    len / 16 + 2 * u32::from(len > 0)
 }
 
 /// One multi-index table: a directory of `2^width + 1` `[start, len]` pairs into `arena`; the
@@ -285,11 +285,11 @@ impl Table {
         self.dir[key as usize + 1][0] - self.dir[key as usize][0]
     }
 
-    /// Builds a table from scratch over the given slots.
-    fn build(chunk: Chunk, storage: &Storage, slots: &[u32]) -> Self {
+    /// Builds a table from scratch over slots `0..n` (all live).
+    fn build(chunk: Chunk, storage: &Storage, n: u32) -> Self {
         let buckets = 1usize << chunk.width;
         let mut counts = vec![0u32; buckets];
-        for &s in slots {
+        for s in 0..n {
             counts[chunk.of(storage.code(s)) as usize] += 1;
         }
         let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
@@ -300,7 +300,7 @@ impl Table {
         }
         dir[buckets] = [total, 0];
         let mut arena: Vec<u32> = zeroed_vec(total as usize);
-        for &s in slots {
+        for s in 0..n {
             let b = chunk.of(storage.code(s)) as usize;
             let [start, len] = dir[b];
             arena[(start + len) as usize] = s;
@@ -445,7 +445,27 @@ impl Inner {
         (0..m).map(|k| if k <= a { s } else { s - 1 }).collect()
     }
 
+    /// Runs the query with the best popcount the CPU has (the workspace builds for baseline
+    /// x86-64, where `count_ones` is a slow bit-twiddling sequence).
     fn query(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("popcnt") {
+                // SAFETY: the CPU supports popcnt (checked just above).
+                return unsafe { self.query_popcnt(q, t, out) };
+            }
+        }
+        self.query_generic(q, t, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn query_popcnt(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
+        self.query_generic(q, t, out)
+    }
+
+    #[inline(always)]
+    fn query_generic(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
         let mut stats = PdqQueryStats::default();
         let n = self.storage.len as f64;
         if n == 0.0 {
@@ -470,13 +490,15 @@ impl Inner {
         if !probes.is_finite() || 8.0 * (expected + probes) > n {
             return self.scan(q, t, out);
         }
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
+        // Take the buffers out of the thread-local (no closure around the hot loop, so that it
+        // is compiled with the caller's target features).
+        let mut scratch = SCRATCH.with(|cell| cell.take());
+        {
             let Scratch {
                 keys,
                 ranges,
                 slots,
-            } = &mut *scratch;
+            } = &mut scratch;
             // 1. All probe keys; prefetch their directory entries.
             keys.clear();
             let mut key_ends = [0usize; 33];
@@ -541,13 +563,14 @@ impl Inner {
                     });
                 }
             }
-        });
+        }
+        SCRATCH.with(|cell| cell.replace(scratch));
         stats
     }
 
     /// Whether table `k` is the first table whose probe covers `code` (reporting it only there
     /// makes every entry appear once).
-    #[inline]
+    #[inline(always)]
     fn first_cover(&self, k: usize, code: &Code256, q: &Code256, radii: &[i32]) -> bool {
         let x = [
             code[0] ^ q[0],
@@ -561,6 +584,7 @@ impl Inner {
             .all(|(table, &r)| (table.chunk.of(&x).count_ones() as i32) > r)
     }
 
+    #[inline(always)]
     fn scan(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
         let st = &self.storage;
         let mut candidates = 0;
@@ -587,25 +611,73 @@ impl Inner {
     }
 
     /// Finds the slots of the given (code, id) pairs, all with chunk-0 key `key`.
+    /// `wanted` is sorted and its pairs are distinct.
     fn find_slots(&self, key: u32, wanted: &[(Code256, u64)], found: &mut Vec<Option<u32>>) {
         found.clear();
-        let bucket = self.tables[0].bucket(key);
-        if wanted.len() <= 4 || bucket.len() <= 8 {
-            for (code, id) in wanted {
-                found.push(
-                    bucket
-                        .iter()
-                        .copied()
-                        .find(|&s| self.storage.id(s) == *id && self.storage.code(s) == code),
-                );
-            }
-        } else {
-            let map: std::collections::HashMap<(Code256, u64), u32> = bucket
-                .iter()
-                .map(|&s| ((*self.storage.code(s), self.storage.id(s)), s))
-                .collect();
-            found.extend(wanted.iter().map(|w| map.get(w).copied()));
+        found.resize(wanted.len(), None);
+        if self.storage.len == 0 {
+            return;
         }
+        let bucket = self.tables[0].bucket(key);
+        for &s in bucket {
+            let pair = (*self.storage.code(s), self.storage.id(s));
+            if let Ok(i) = wanted.binary_search(&pair) {
+                found[i] = Some(s);
+            }
+        }
+    }
+}
+
+/// Builds all tables over slots `0..n`, on as many threads as there are cores (up to 4): the
+/// tables are independent, and this is what bounds the start-up time.
+fn build_tables(chunks: &[Chunk], storage: &Storage, n: u32) -> Vec<Table> {
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    if threads == 1 || n < 100_000 {
+        return chunks
+            .iter()
+            .map(|&c| Table::build(c, storage, n))
+            .collect();
+    }
+    let mut built: Vec<Option<Table>> = chunks.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..chunks.len())
+                        .step_by(threads)
+                        .map(|k| (k, Table::build(chunks[k], storage, n)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(tables) => {
+                    for (k, table) in tables {
+                        built[k] = Some(table);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    built
+        .into_iter()
+        .zip(chunks)
+        .map(|(t, &c)| t.unwrap_or_else(|| Table::build(c, storage, n)))
+        .collect()
+}
+
+/// Returns freed heap memory to the OS after large operations (glibc keeps it otherwise, which
+/// would show up as resident memory long after a big batch or load).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -723,6 +795,9 @@ impl PdqIndex {
             stats.removed += s.removed;
             stats.unchanged += s.unchanged;
             rest = later;
+        }
+        if ops.len() >= PATCH_LIMIT {
+            release_free_memory();
         }
         stats
     }
@@ -921,15 +996,11 @@ impl PdqIndex {
             }
         }
         let header = reader.finish()?;
-        let slots: Vec<u32> = (0..slot).collect();
-        let tables = self
-            .chunks
-            .iter()
-            .map(|&c| Table::build(c, &storage, &slots))
-            .collect();
+        let tables = build_tables(&self.chunks, &storage, slot);
         let fresh = Inner { tables, storage };
         let old = std::mem::replace(&mut *self.inner.write(), fresh);
         drop(old);
+        release_free_memory();
         Ok(header.watermark)
     }
 }
