@@ -25,11 +25,11 @@
 //! One `parking_lot::RwLock` guards the index. Queries take the read lock. A writer
 //! ([`PdqIndex::apply`]) holds the *upgradable* read lock for the whole batch (so queries keep
 //! running while it resolves the batch and rebuilds tables) and takes the exclusive lock only for
-//! short steps: writing the new slots, patching or swapping one table, freeing slots. Writers
-//! are serialized. A query concurrent with a batch sees every entry the batch does not touch
-//! exactly once; an entry the batch inserts or removes may or may not be seen by that query.
-//! Huge batches are split into sub-batches so that no exclusive step grows with the batch size
-//! beyond a bounded chunk.
+//! short steps: writing up to 65,536 new slots, patching one table in place (at most 65,536
+//! changes) or swapping in one rebuilt table (O(1)), and freeing the removed slots. Writers are
+//! serialized. A query concurrent with a batch sees every entry the batch does not touch exactly
+//! once; an entry the batch inserts or removes may or may not be seen by that query. Memory
+//! during a batch grows by at most one table (the one being rebuilt) plus the batch itself.
 
 use std::path::Path;
 
@@ -39,12 +39,17 @@ use crate::code::{code_from_bytes, code_to_bytes, hamming, Code256, CODE_BYTES};
 use crate::snapshot::{SnapshotError, SnapshotKind, SnapshotReader, SnapshotWriter};
 use crate::{normalize_hits, ApplyStats, Hit, IndexError, IndexOp, SignalIndex};
 
-const PAGE_SHIFT: u32 = 16;
+/// Slots per storage page (8 MiB of codes: most of it on 2 MiB huge pages when available).
+const PAGE_SHIFT: u32 = 18;
 const PAGE_LEN: usize = 1 << PAGE_SHIFT;
 /// Bytes per entry in the snapshot payload: 32 code bytes + 8 id bytes.
 const SNAPSHOT_ENTRY_LEN: usize = CODE_BYTES + 8;
 /// Sub-batch size of [`PdqIndex::apply`] (bounds the exclusive-lock steps).
 const MIN_SUB_BATCH: usize = 1 << 18;
+/// Entries copied per read-lock hold while writing a snapshot.
+const SNAPSHOT_CHUNK: usize = 1 << 16;
+/// Slots written per exclusive-lock step.
+const WRITE_CHUNK: usize = 1 << 16;
 /// Batches touching more (key, slot) pairs per table than this rebuild the table directly.
 const PATCH_LIMIT: usize = 1 << 16;
 
@@ -859,22 +864,26 @@ impl PdqIndex {
             return stats;
         }
 
-        // 2. Write the new slots (not yet referenced by any table, so invisible to queries).
-        let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+        // 2. Write the new slots (not yet referenced by any table, so invisible to table
+        //    probes), in bounded chunks so that queries are never held up for long.
+        let mut guard = guard;
         let mut new_slots = Vec::with_capacity(adds.len());
-        for &(code, id) in &adds {
-            let slot = match w.storage.free.pop() {
-                Some(s) => s,
-                None => {
-                    let s = w.storage.next;
-                    assert!(s < u32::MAX - 1, "PdqIndex is full (u32 slots)");
-                    s
-                }
-            };
-            w.storage.set(slot, code, id);
-            new_slots.push(slot);
+        for chunk in adds.chunks(WRITE_CHUNK) {
+            let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+            for &(code, id) in chunk {
+                let slot = match w.storage.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        let s = w.storage.next;
+                        assert!(s < u32::MAX - 1, "PdqIndex is full (u32 slots)");
+                        s
+                    }
+                };
+                w.storage.set(slot, code, id);
+                new_slots.push(slot);
+            }
+            guard = RwLockWriteGuard::downgrade_to_upgradable(w);
         }
-        let mut guard = RwLockWriteGuard::downgrade_to_upgradable(w);
 
         // 3. Update one table at a time.
         let mut removed_bits: Vec<u64> = Vec::new();
@@ -939,7 +948,7 @@ impl PdqIndex {
             buf.clear();
             {
                 let inner = self.inner.read();
-                inner.storage.live_slots(from, PAGE_LEN, &mut slots);
+                inner.storage.live_slots(from, SNAPSHOT_CHUNK, &mut slots);
                 for &s in &slots {
                     buf.extend_from_slice(&code_to_bytes(inner.storage.code(s)));
                     buf.extend_from_slice(&inner.storage.id(s).to_le_bytes());
