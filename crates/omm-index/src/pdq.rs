@@ -236,6 +236,20 @@ impl Storage {
         self.len -= 1;
     }
 
+    /// Calls `f(slot, code)` for slots `0..n` in order.
+    fn for_each_code(&self, n: u32, mut f: impl FnMut(u32, &Code256)) {
+        for (p, page) in self.codes.iter().enumerate() {
+            let base = p << PAGE_SHIFT;
+            if base >= n as usize {
+                break;
+            }
+            let end = (n as usize - base).min(PAGE_LEN);
+            for (i, code) in page[..end].iter().enumerate() {
+                f((base + i) as u32, code);
+            }
+        }
+    }
+
     /// Live slots in ascending order, starting at `from`, at most `limit` of them.
     fn live_slots(&self, from: u32, limit: usize, out: &mut Vec<u32>) {
         out.clear();
@@ -291,25 +305,60 @@ impl Table {
     }
 
     /// Builds a table from scratch over slots `0..n` (all live).
-    fn build(chunk: Chunk, storage: &Storage, n: u32) -> Self {
+    ///
+    /// A two-level placement: (key, slot) pairs are first partitioned by the top 8 key bits
+    /// (256 write streams, cache friendly), then placed partition by partition, so that the
+    /// directory entries and arena range being written stay in cache. A direct scatter into
+    /// 2^16 buckets misses the cache on almost every entry.
+    /// `keys` and `pairs` are scratch buffers, reused across tables (fresh memory costs page
+    /// faults and zeroing).
+    fn build(
+        chunk: Chunk,
+        storage: &Storage,
+        n: u32,
+        keys: &mut Vec<u32>,
+        pairs: &mut Vec<(u32, u32)>,
+    ) -> Self {
         let buckets = 1usize << chunk.width;
         let mut counts = vec![0u32; buckets];
-        for s in 0..n {
-            counts[chunk.of(storage.code(s)) as usize] += 1;
-        }
+        keys.clear();
+        keys.reserve(n as usize);
+        storage.for_each_code(n, |_, code| {
+            let k = chunk.of(code);
+            counts[k as usize] += 1;
+            keys.push(k);
+        });
         let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
         let mut total = 0u32;
-        for (b, &n) in counts.iter().enumerate() {
-            dir[b] = [total, 0];
-            total += n + slack(n);
+        for (entry, &c) in dir.iter_mut().zip(&counts) {
+            *entry = [total, 0];
+            total += c + slack(c);
         }
         dir[buckets] = [total, 0];
+        let shift = chunk.width.saturating_sub(8);
+        let parts = 1usize << (chunk.width - shift);
+        let mut next = vec![0usize; parts];
+        let mut acc = 0usize;
+        for (p, start) in next.iter_mut().enumerate() {
+            *start = acc;
+            acc += counts[p << shift..(p + 1) << shift]
+                .iter()
+                .map(|&c| c as usize)
+                .sum::<usize>();
+        }
+        drop(counts);
+        pairs.clear();
+        pairs.resize(keys.len(), (0, 0));
+        for (slot, &k) in keys.iter().enumerate() {
+            let p = (k >> shift) as usize;
+            pairs[next[p]] = (k, slot as u32);
+            next[p] += 1;
+        }
         let mut arena: Vec<u32> = zeroed_vec(total as usize);
-        for s in 0..n {
-            let b = chunk.of(storage.code(s)) as usize;
-            let [start, len] = dir[b];
-            arena[(start + len) as usize] = s;
-            dir[b][1] = len + 1;
+        for &(k, slot) in pairs.iter() {
+            let [start, len] = dir[k as usize];
+            arena[(start + len) as usize] = slot;
+            dir[k as usize][1] = len + 1;
         }
         Table { chunk, dir, arena }
     }
@@ -640,39 +689,48 @@ fn build_tables(chunks: &[Chunk], storage: &Storage, n: u32) -> Vec<Table> {
         .map(|p| p.get())
         .unwrap_or(1)
         .clamp(1, 4);
-    if threads == 1 || n < 100_000 {
-        return chunks
-            .iter()
-            .map(|&c| Table::build(c, storage, n))
-            .collect();
-    }
-    let mut built: Vec<Option<Table>> = chunks.iter().map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    (t..chunks.len())
-                        .step_by(threads)
-                        .map(|k| (k, Table::build(chunks[k], storage, n)))
-                        .collect::<Vec<_>>()
-                })
+    let threads = if n < 100_000 { 1 } else { threads };
+    // Thread `t` builds tables t, t + threads, ... with its own scratch buffers.
+    let build_some = |t: usize| {
+        let (mut keys, mut pairs) = (Vec::new(), Vec::new());
+        (t..chunks.len())
+            .step_by(threads)
+            .map(|k| {
+                (
+                    k,
+                    Table::build(chunks[k], storage, n, &mut keys, &mut pairs),
+                )
             })
-            .collect();
-        for h in handles {
-            match h.join() {
-                Ok(tables) => {
-                    for (k, table) in tables {
-                        built[k] = Some(table);
-                    }
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+            .collect::<Vec<_>>()
+    };
+    let mut built: Vec<Option<Table>> = chunks.iter().map(|_| None).collect();
+    if threads == 1 {
+        for (k, table) in build_some(0) {
+            built[k] = Some(table);
         }
-    });
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| scope.spawn(move || build_some(t)))
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(tables) => {
+                        for (k, table) in tables {
+                            built[k] = Some(table);
+                        }
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        });
+    }
     built
         .into_iter()
         .zip(chunks)
-        .map(|(t, &c)| t.unwrap_or_else(|| Table::build(c, storage, n)))
+        .map(|(t, &c)| {
+            t.unwrap_or_else(|| Table::build(c, storage, n, &mut Vec::new(), &mut Vec::new()))
+        })
         .collect()
 }
 
