@@ -120,7 +120,14 @@ fn main() {
     let mut tables: usize = 16;
     let mut brute_queries: usize = 50;
     let mut snapshot = true;
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Accept both `--key value` and `--key=value`.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .flat_map(|a| match a.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => vec![k.to_string(), v.to_string()],
+            _ => vec![a],
+        })
+        .collect();
     let mut i = 0;
     while i < args.len() {
         let v = args.get(i + 1).cloned().unwrap_or_default();
