@@ -673,7 +673,14 @@ impl Inner {
             return;
         }
         let bucket = self.tables[0].bucket(key);
-        for &s in bucket {
+        const AHEAD: usize = 16;
+        for &s in bucket.iter().take(AHEAD) {
+            prefetch(self.storage.code_ptr(s));
+        }
+        for (i, &s) in bucket.iter().enumerate() {
+            if let Some(&ahead) = bucket.get(i + AHEAD) {
+                prefetch(self.storage.code_ptr(ahead));
+            }
             let pair = (*self.storage.code(s), self.storage.id(s));
             if let Ok(i) = wanted.binary_search(&pair) {
                 found[i] = Some(s);
