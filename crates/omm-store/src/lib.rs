@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 pub mod changes;
 pub mod error;
 pub mod model;
@@ -486,41 +487,6 @@ pub(crate) fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Merges a batch by key, the last update of a key winning, in first-seen order; checks the
-/// one-signal-per-type rule.
-pub(crate) fn dedupe_batch(updates: &[RecordUpdate]) -> Result<Vec<&RecordUpdate>> {
-    let mut index: std::collections::HashMap<&str, usize> =
-        std::collections::HashMap::with_capacity(updates.len());
-    let mut out: Vec<&RecordUpdate> = Vec::with_capacity(updates.len());
-    for u in updates {
-        if let Some(r) = &u.record {
-            let mut seen = std::collections::HashSet::new();
-            for (t, _) in &r.signals {
-                if t.is_empty() {
-                    return Err(StoreError::InvalidArgument(format!(
-                        "record '{}': empty signal type",
-                        u.key
-                    )));
-                }
-                if !seen.insert(t.as_str()) {
-                    return Err(StoreError::InvalidArgument(format!(
-                        "record '{}' has more than one '{t}' signal",
-                        u.key
-                    )));
-                }
-            }
-        }
-        match index.get(u.key.as_str()) {
-            Some(&i) => out[i] = u,
-            None => {
-                index.insert(&u.key, out.len());
-                out.push(u);
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl Store {
