@@ -1,0 +1,1029 @@
+//! Exact Hamming radius search over 256-bit codes by multi-index hashing.
+//!
+//! # Layout
+//!
+//! Entries live in a slab of *slots*: slot `s` holds a code and an id in fixed 64 Ki-entry pages
+//! (no reallocation, so the slab never doubles while growing). The 256 bits are split into `m`
+//! disjoint chunks (default 16 × 16 bits). Table `k` maps the value of chunk `k` to the slots
+//! whose code has that value: a directly addressed directory of `2^w` `(start, len)` pairs into
+//! one flat `u32` arena, where every bucket keeps some spare capacity so that inserts and removes
+//! happen in place. When a batch does not fit into a table's spare capacity, only that table is
+//! rebuilt (one table at a time, so memory grows by at most one table's arena).
+//!
+//! # Query
+//!
+//! For threshold `t = m·s + a` (0 ≤ a < m), an entry within `t` has some chunk `k ≤ a` within
+//! `s` or some chunk within `s − 1` (pigeonhole). So table `k` is probed with radius
+//! `r_k = s` for `k ≤ a` and `s − 1` otherwise (skipped when negative), every candidate is
+//! verified with a full 256-bit popcount, and a candidate found in table `k` is reported only if
+//! no table `j < k` also covers it (`popcount(chunk_j(c ^ q)) ≤ r_j`), so each stored entry is
+//! reported exactly once, without a "seen" set. When the expected candidate count approaches the
+//! index size (large thresholds), the query scans all slots instead: exact either way.
+//!
+//! # Concurrency
+//!
+//! One `parking_lot::RwLock` guards the index. Queries take the read lock. A writer
+//! ([`PdqIndex::apply`]) holds the *upgradable* read lock for the whole batch (so queries keep
+//! running while it resolves the batch and rebuilds tables) and takes the exclusive lock only for
+//! short steps: writing the new slots, patching or swapping one table, freeing slots. Writers
+//! are serialized. A query concurrent with a batch sees every entry the batch does not touch
+//! exactly once; an entry the batch inserts or removes may or may not be seen by that query.
+//! Huge batches are split into sub-batches so that no exclusive step grows with the batch size
+//! beyond a bounded chunk.
+
+use std::path::Path;
+
+use parking_lot::{RwLock, RwLockUpgradableReadGuard, RwLockWriteGuard};
+
+use crate::code::{code_from_bytes, code_to_bytes, hamming, Code256, CODE_BYTES};
+use crate::snapshot::{SnapshotError, SnapshotKind, SnapshotReader, SnapshotWriter};
+use crate::{normalize_hits, ApplyStats, Hit, IndexError, IndexOp, SignalIndex};
+
+const PAGE_SHIFT: u32 = 16;
+const PAGE_LEN: usize = 1 << PAGE_SHIFT;
+/// Bytes per entry in the snapshot payload: 32 code bytes + 8 id bytes.
+const SNAPSHOT_ENTRY_LEN: usize = CODE_BYTES + 8;
+/// Sub-batch size of [`PdqIndex::apply`] (bounds the exclusive-lock steps).
+const MIN_SUB_BATCH: usize = 1 << 18;
+/// Batches touching more (key, slot) pairs per table than this rebuild the table directly.
+const PATCH_LIMIT: usize = 1 << 16;
+
+/// Layout of a [`PdqIndex`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PdqIndexConfig {
+    /// Number of tables (chunks) the 256 bits are split into: 11 to 32. Chunk widths are
+    /// `256 / tables` rounded up or down (at most 24 bits). 16 (16-bit chunks, probing radius 1
+    /// at threshold 31, as Open Media Match) is the default; fewer, wider tables mean more
+    /// probes but fewer candidates.
+    pub tables: usize,
+}
+
+impl Default for PdqIndexConfig {
+    fn default() -> Self {
+        PdqIndexConfig { tables: 16 }
+    }
+}
+
+impl PdqIndexConfig {
+    fn chunks(&self) -> Result<Vec<Chunk>, IndexError> {
+        if !(11..=32).contains(&self.tables) {
+            return Err(IndexError::InvalidConfig(format!(
+                "a PDQ index needs 11 to 32 tables, got {}",
+                self.tables
+            )));
+        }
+        let m = self.tables as u32;
+        let (base, extra) = (256 / m, 256 % m);
+        let mut start = 0;
+        Ok((0..m)
+            .map(|k| {
+                let width = base + u32::from(k < extra);
+                let c = Chunk { start, width };
+                start += width;
+                c
+            })
+            .collect())
+    }
+}
+
+/// One change for [`PdqIndex::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PdqOp {
+    /// Store the pair (code, id).
+    Insert(Code256, u64),
+    /// Remove the pair (code, id).
+    Remove(Code256, u64),
+}
+
+impl PdqOp {
+    fn parts(&self) -> (&Code256, u64, bool) {
+        match self {
+            PdqOp::Insert(c, id) => (c, *id, true),
+            PdqOp::Remove(c, id) => (c, *id, false),
+        }
+    }
+}
+
+/// Work done by one query (for benchmarks and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PdqQueryStats {
+    /// Buckets looked up.
+    pub probes: u64,
+    /// Stored entries whose full code was compared.
+    pub candidates: u64,
+    /// Whether the query scanned every slot instead of using the tables.
+    pub exhaustive: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    /// First bit, counted from the most significant bit of word 0.
+    start: u32,
+    width: u32,
+}
+
+impl Chunk {
+    #[inline(always)]
+    fn of(&self, code: &Code256) -> u32 {
+        let word = (self.start >> 6) as usize;
+        let off = self.start & 63;
+        let bits = if off + self.width <= 64 {
+            code[word] << off
+        } else {
+            (code[word] << off) | (code[word + 1] >> (64 - off))
+        };
+        (bits >> (64 - self.width)) as u32
+    }
+}
+
+/// Asks the kernel to back a large allocation with transparent huge pages (fewer TLB misses on
+/// random accesses). Purely advisory.
+fn advise_huge<T>(slice: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = slice.as_ptr() as usize;
+        let len = std::mem::size_of_val(slice);
+        let aligned = (start + HUGE - 1) & !(HUGE - 1);
+        let end = (start + len) & !(HUGE - 1);
+        if end > aligned {
+            // SAFETY: madvise with MADV_HUGEPAGE only changes paging policy of memory we own.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = slice;
+}
+
+fn zeroed_vec<T: Clone + Default>(len: usize) -> Vec<T> {
+    let v = vec![T::default(); len];
+    advise_huge(&v);
+    v
+}
+
+#[inline(always)]
+fn prefetch<T>(ptr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint and never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(ptr as *const i8, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
+/// Slot storage: codes and ids in fixed pages, a live bitmap and a free list.
+#[derive(Default)]
+struct Storage {
+    codes: Vec<Box<[Code256]>>,
+    ids: Vec<Box<[u64]>>,
+    live: Vec<u64>,
+    /// Slots `>= next` have never been used.
+    next: u32,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl Storage {
+    #[inline(always)]
+    fn code(&self, slot: u32) -> &Code256 {
+        &self.codes[(slot >> PAGE_SHIFT) as usize][slot as usize & (PAGE_LEN - 1)]
+    }
+
+    #[inline(always)]
+    fn code_ptr(&self, slot: u32) -> *const Code256 {
+        match self.codes.get((slot >> PAGE_SHIFT) as usize) {
+            Some(page) => page.as_ptr().wrapping_add(slot as usize & (PAGE_LEN - 1)),
+            None => std::ptr::null(),
+        }
+    }
+
+    #[inline(always)]
+    fn id(&self, slot: u32) -> u64 {
+        self.ids[(slot >> PAGE_SHIFT) as usize][slot as usize & (PAGE_LEN - 1)]
+    }
+
+    fn set(&mut self, slot: u32, code: Code256, id: u64) {
+        let page = (slot >> PAGE_SHIFT) as usize;
+        while self.codes.len() <= page {
+            let codes: Box<[Code256]> = zeroed_vec::<Code256>(PAGE_LEN).into_boxed_slice();
+            self.codes.push(codes);
+            self.ids.push(vec![0u64; PAGE_LEN].into_boxed_slice());
+            self.live.resize(self.codes.len() * PAGE_LEN / 64, 0);
+        }
+        let i = slot as usize & (PAGE_LEN - 1);
+        self.codes[page][i] = code;
+        self.ids[page][i] = id;
+        self.live[slot as usize / 64] |= 1 << (slot % 64);
+        self.next = self.next.max(slot + 1);
+        self.len += 1;
+    }
+
+    fn release(&mut self, slot: u32) {
+        self.live[slot as usize / 64] &= !(1 << (slot % 64));
+        self.free.push(slot);
+        self.len -= 1;
+    }
+
+    /// Live slots in ascending order, starting at `from`, at most `limit` of them.
+    fn live_slots(&self, from: u32, limit: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let mut word = from as usize / 64;
+        let mut mask = !0u64 << (from % 64);
+        while word < self.live.len() && out.len() < limit {
+            let mut bits = self.live[word] & mask;
+            while bits != 0 && out.len() < limit {
+                out.push((word * 64) as u32 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+            word += 1;
+            mask = !0;
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.codes.len() * PAGE_LEN * (32 + 8) + self.live.len() * 8 + self.free.capacity() * 4
+    }
+}
+
+/// Spare capacity given to a bucket of `len` entries when a table is (re)built.
+#[inline]
+fn slack(len: u32) -> u32 {
+    len / 8 + u32::from(len > 0)
+}
+
+/// One multi-index table: a directory of `2^width + 1` `[start, len]` pairs into `arena`; the
+/// capacity of bucket `b` is `dir[b + 1][0] - dir[b][0]`.
+struct Table {
+    chunk: Chunk,
+    dir: Vec<[u32; 2]>,
+    arena: Vec<u32>,
+}
+
+impl Table {
+    fn empty(chunk: Chunk) -> Self {
+        Table {
+            chunk,
+            dir: zeroed_vec(1 + (1usize << chunk.width)),
+            arena: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn bucket(&self, key: u32) -> &[u32] {
+        let [start, len] = self.dir[key as usize];
+        &self.arena[start as usize..(start + len) as usize]
+    }
+
+    fn capacity(&self, key: u32) -> u32 {
+        self.dir[key as usize + 1][0] - self.dir[key as usize][0]
+    }
+
+    /// Builds a table from scratch over the given slots.
+    fn build(chunk: Chunk, storage: &Storage, slots: &[u32]) -> Self {
+        let buckets = 1usize << chunk.width;
+        let mut counts = vec![0u32; buckets];
+        for &s in slots {
+            counts[chunk.of(storage.code(s)) as usize] += 1;
+        }
+        let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
+        let mut total = 0u32;
+        for (b, &n) in counts.iter().enumerate() {
+            dir[b] = [total, 0];
+            total += n + slack(n);
+        }
+        dir[buckets] = [total, 0];
+        let mut arena: Vec<u32> = zeroed_vec(total as usize);
+        for &s in slots {
+            let b = chunk.of(storage.code(s)) as usize;
+            let [start, len] = dir[b];
+            arena[(start + len) as usize] = s;
+            dir[b][1] = len + 1;
+        }
+        Table { chunk, dir, arena }
+    }
+
+    /// Builds a copy of this table with `removes` and `adds` (`(key, slot)`, any order) applied;
+    /// `removed` has the bit of every removed slot set.
+    fn rebuilt(&self, removes: &[(u32, u32)], adds: &[(u32, u32)], removed: &[u64]) -> Self {
+        let buckets = 1usize << self.chunk.width;
+        let mut counts: Vec<u32> = self.dir[..buckets].iter().map(|e| e[1]).collect();
+        for &(key, _) in removes {
+            counts[key as usize] -= 1;
+        }
+        for &(key, _) in adds {
+            counts[key as usize] += 1;
+        }
+        let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
+        let mut total = 0u32;
+        for (entry, &n) in dir.iter_mut().zip(&counts) {
+            *entry = [total, 0];
+            total += n + slack(n);
+        }
+        dir[buckets] = [total, 0];
+        drop(counts);
+        let mut arena: Vec<u32> = zeroed_vec(total as usize);
+        let is_removed = |s: u32| {
+            removed
+                .get(s as usize / 64)
+                .is_some_and(|w| w & (1 << (s % 64)) != 0)
+        };
+        for (b, entry) in dir.iter_mut().enumerate().take(buckets) {
+            let start = entry[0] as usize;
+            let old = self.bucket(b as u32);
+            let len = if removes.is_empty() {
+                arena[start..start + old.len()].copy_from_slice(old);
+                old.len()
+            } else {
+                let mut len = 0;
+                for &s in old {
+                    if !is_removed(s) {
+                        arena[start + len] = s;
+                        len += 1;
+                    }
+                }
+                len
+            };
+            entry[1] = len as u32;
+        }
+        for &(key, slot) in adds {
+            let [start, len] = dir[key as usize];
+            arena[(start + len) as usize] = slot;
+            dir[key as usize][1] = len + 1;
+        }
+        Table {
+            chunk: self.chunk,
+            dir,
+            arena,
+        }
+    }
+
+    /// Whether `removes` and `adds` (sorted by key) fit into the spare capacity.
+    fn fits(&self, removes: &[(u32, u32)], adds: &[(u32, u32)]) -> bool {
+        let mut ri = 0;
+        let mut ai = 0;
+        while ai < adds.len() {
+            let key = adds[ai].0;
+            let mut n = self.dir[key as usize][1] as i64;
+            while ai < adds.len() && adds[ai].0 == key {
+                n += 1;
+                ai += 1;
+            }
+            while ri < removes.len() && removes[ri].0 < key {
+                ri += 1;
+            }
+            while ri < removes.len() && removes[ri].0 == key {
+                n -= 1;
+                ri += 1;
+            }
+            if n > i64::from(self.capacity(key)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Applies `removes` then `adds` in place (the caller checked [`Table::fits`]).
+    fn patch(&mut self, removes: &[(u32, u32)], adds: &[(u32, u32)]) {
+        for &(key, slot) in removes {
+            let [start, len] = self.dir[key as usize];
+            let bucket = &mut self.arena[start as usize..(start + len) as usize];
+            if let Some(pos) = bucket.iter().position(|&s| s == slot) {
+                bucket[pos] = bucket[len as usize - 1];
+                self.dir[key as usize][1] = len - 1;
+            } else {
+                debug_assert!(false, "removed slot missing from its bucket");
+            }
+        }
+        for &(key, slot) in adds {
+            let [start, len] = self.dir[key as usize];
+            self.arena[(start + len) as usize] = slot;
+            self.dir[key as usize][1] = len + 1;
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.dir.len() * 8 + self.arena.len() * 4
+    }
+}
+
+/// Per-thread query buffers (reused so that queries do not allocate).
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<u32>,
+    ranges: Vec<(u32, u32, u32)>,
+    slots: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+struct Inner {
+    tables: Vec<Table>,
+    storage: Storage,
+}
+
+impl Inner {
+    fn new(chunks: &[Chunk]) -> Self {
+        Inner {
+            tables: chunks.iter().map(|&c| Table::empty(c)).collect(),
+            storage: Storage::default(),
+        }
+    }
+
+    /// Probe radius per table for threshold `t` (negative: skip the table).
+    fn radii(&self, t: u32) -> Vec<i32> {
+        let m = self.tables.len() as u32;
+        let (s, a) = ((t / m) as i32, t % m);
+        (0..m).map(|k| if k <= a { s } else { s - 1 }).collect()
+    }
+
+    fn query(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
+        let mut stats = PdqQueryStats::default();
+        let n = self.storage.len as f64;
+        if n == 0.0 {
+            return stats;
+        }
+        let radii = self.radii(t);
+        let mut probes = 0f64;
+        let mut expected = 0f64;
+        for (table, &r) in self.tables.iter().zip(&radii) {
+            if r < 0 {
+                continue;
+            }
+            if r > 6 {
+                probes = f64::INFINITY;
+                break;
+            }
+            let ball: f64 = (0..=r as u32).map(|j| binomial(table.chunk.width, j)).sum();
+            probes += ball;
+            expected += ball * n / (1u64 << table.chunk.width) as f64;
+        }
+        // A probe or a candidate (random accesses) costs several sequential comparisons.
+        if !probes.is_finite() || 8.0 * (expected + probes) > n {
+            return self.scan(q, t, out);
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch {
+                keys,
+                ranges,
+                slots,
+            } = &mut *scratch;
+            // 1. All probe keys; prefetch their directory entries.
+            keys.clear();
+            let mut key_ends = [0usize; 33];
+            for (k, table) in self.tables.iter().enumerate() {
+                let r = radii[k];
+                if r >= 0 {
+                    let qk = table.chunk.of(q);
+                    for j in 0..=r as u32 {
+                        for_each_mask(table.chunk.width, j, |mask| keys.push(qk ^ mask));
+                    }
+                }
+                key_ends[k + 1] = keys.len();
+            }
+            stats.probes = keys.len() as u64;
+            for (k, table) in self.tables.iter().enumerate() {
+                for &key in &keys[key_ends[k]..key_ends[k + 1]] {
+                    prefetch(table.dir.as_ptr().wrapping_add(key as usize));
+                }
+            }
+            // 2. Bucket ranges; prefetch the start of each bucket.
+            ranges.clear();
+            for (k, table) in self.tables.iter().enumerate() {
+                for &key in &keys[key_ends[k]..key_ends[k + 1]] {
+                    let [start, len] = table.dir[key as usize];
+                    if len > 0 {
+                        prefetch(table.arena.as_ptr().wrapping_add(start as usize));
+                        ranges.push((k as u32, start, len));
+                    }
+                }
+            }
+            // 3. Gather candidate slots, remembering where each table's candidates end.
+            slots.clear();
+            let mut slot_ends = [0usize; 33];
+            for &(k, start, len) in ranges.iter() {
+                let table = &self.tables[k as usize];
+                slots.extend_from_slice(&table.arena[start as usize..(start + len) as usize]);
+                slot_ends[k as usize + 1] = slots.len();
+            }
+            for k in 1..=self.tables.len() {
+                slot_ends[k] = slot_ends[k].max(slot_ends[k - 1]);
+            }
+            stats.candidates = slots.len() as u64;
+            // 4. Verify with the full codes, prefetching ahead.
+            const AHEAD: usize = 16;
+            for &s in slots.iter().take(AHEAD) {
+                prefetch(self.storage.code_ptr(s));
+            }
+            let mut k = 0;
+            for (i, &slot) in slots.iter().enumerate() {
+                if let Some(&ahead) = slots.get(i + AHEAD) {
+                    prefetch(self.storage.code_ptr(ahead));
+                }
+                while i >= slot_ends[k + 1] {
+                    k += 1;
+                }
+                let code = self.storage.code(slot);
+                let d = hamming(code, q);
+                if d <= t && self.first_cover(k, code, q, &radii) {
+                    out.push(Hit {
+                        distance: d,
+                        id: self.storage.id(slot),
+                    });
+                }
+            }
+        });
+        stats
+    }
+
+    /// Whether table `k` is the first table whose probe covers `code` (reporting it only there
+    /// makes every entry appear once).
+    #[inline]
+    fn first_cover(&self, k: usize, code: &Code256, q: &Code256, radii: &[i32]) -> bool {
+        let x = [
+            code[0] ^ q[0],
+            code[1] ^ q[1],
+            code[2] ^ q[2],
+            code[3] ^ q[3],
+        ];
+        self.tables[..k]
+            .iter()
+            .zip(radii)
+            .all(|(table, &r)| (table.chunk.of(&x).count_ones() as i32) > r)
+    }
+
+    fn scan(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
+        let st = &self.storage;
+        let mut candidates = 0;
+        for (w, &bits) in st.live.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let slot = (w * 64) as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
+                candidates += 1;
+                let d = hamming(st.code(slot), q);
+                if d <= t {
+                    out.push(Hit {
+                        distance: d,
+                        id: st.id(slot),
+                    });
+                }
+            }
+        }
+        PdqQueryStats {
+            probes: 0,
+            candidates,
+            exhaustive: true,
+        }
+    }
+
+    /// Finds the slots of the given (code, id) pairs, all with chunk-0 key `key`.
+    fn find_slots(&self, key: u32, wanted: &[(Code256, u64)], found: &mut Vec<Option<u32>>) {
+        found.clear();
+        let bucket = self.tables[0].bucket(key);
+        if wanted.len() <= 4 || bucket.len() <= 8 {
+            for (code, id) in wanted {
+                found.push(
+                    bucket
+                        .iter()
+                        .copied()
+                        .find(|&s| self.storage.id(s) == *id && self.storage.code(s) == code),
+                );
+            }
+        } else {
+            let map: std::collections::HashMap<(Code256, u64), u32> = bucket
+                .iter()
+                .map(|&s| ((*self.storage.code(s), self.storage.id(s)), s))
+                .collect();
+            found.extend(wanted.iter().map(|w| map.get(w).copied()));
+        }
+    }
+}
+
+fn binomial(n: u32, k: u32) -> f64 {
+    (0..k).fold(1.0, |acc, i| acc * f64::from(n - i) / f64::from(i + 1))
+}
+
+/// Calls `f` with every `width`-bit mask of exactly `ones` set bits (Gosper's hack).
+#[inline(always)]
+fn for_each_mask(width: u32, ones: u32, mut f: impl FnMut(u32)) {
+    if ones == 0 {
+        f(0);
+        return;
+    }
+    if ones > width {
+        return;
+    }
+    let limit = 1u64 << width;
+    let mut mask: u64 = (1u64 << ones) - 1;
+    while mask < limit {
+        f(mask as u32);
+        let c = mask & mask.wrapping_neg();
+        let r = mask + c;
+        mask = (((r ^ mask) >> 2) / c) | r;
+    }
+}
+
+/// Exact radius search over 256-bit codes (PDQ hashes). See the module docs for the layout, the
+/// query algorithm and the concurrency guarantees.
+///
+/// Several ids may share one code, and one id may be stored under several codes; the stored
+/// unit is the pair (code, id), inserted at most once.
+pub struct PdqIndex {
+    config: PdqIndexConfig,
+    chunks: Vec<Chunk>,
+    inner: RwLock<Inner>,
+}
+
+impl PdqIndex {
+    /// An empty index with the default layout (16 tables of 16 bits).
+    pub fn new() -> Self {
+        Self::with_config(PdqIndexConfig::default()).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// An empty index with the given layout.
+    pub fn with_config(config: PdqIndexConfig) -> Result<Self, IndexError> {
+        let chunks = config.chunks()?;
+        Ok(PdqIndex {
+            config,
+            inner: RwLock::new(Inner::new(&chunks)),
+            chunks,
+        })
+    }
+
+    /// The layout.
+    pub fn config(&self) -> PdqIndexConfig {
+        self.config
+    }
+
+    /// Number of stored (code, id) pairs.
+    pub fn len(&self) -> usize {
+        self.inner.read().storage.len
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate heap memory in bytes (slots, tables).
+    pub fn heap_bytes(&self) -> usize {
+        let inner = self.inner.read();
+        inner.storage.heap_bytes() + inner.tables.iter().map(Table::heap_bytes).sum::<usize>()
+    }
+
+    /// Every stored pair within `threshold` of `query`, one hit per stored (code, id) pair, in
+    /// no particular order, appended to `out`. Returns the work done.
+    pub fn query_into(&self, query: &Code256, threshold: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
+        self.inner.read().query(query, threshold, out)
+    }
+
+    /// Every stored id within `threshold` of `query`, once each with its smallest distance,
+    /// sorted by (distance, id).
+    pub fn query(&self, query: &Code256, threshold: u32) -> Vec<Hit> {
+        let mut out = Vec::new();
+        self.query_into(query, threshold, &mut out);
+        normalize_hits(&mut out);
+        out
+    }
+
+    /// Stores (code, id). Returns whether the pair was new.
+    pub fn insert(&self, code: Code256, id: u64) -> bool {
+        self.apply(&[PdqOp::Insert(code, id)]).inserted == 1
+    }
+
+    /// Removes (code, id). Returns whether it was stored.
+    pub fn remove(&self, code: Code256, id: u64) -> bool {
+        self.apply(&[PdqOp::Remove(code, id)]).removed == 1
+    }
+
+    /// Applies a batch of changes in order (a later op on the same pair wins). Idempotent:
+    /// inserting a stored pair or removing a missing one changes nothing.
+    ///
+    /// # Panics
+    ///
+    /// If the index would exceed `u32::MAX - 1` slots (about 4 billion entries).
+    pub fn apply(&self, ops: &[PdqOp]) -> ApplyStats {
+        let mut stats = ApplyStats::default();
+        let mut rest = ops;
+        while !rest.is_empty() {
+            let size = MIN_SUB_BATCH.max(self.len()).min(rest.len());
+            let (now, later) = rest.split_at(size);
+            let s = self.apply_sub_batch(now);
+            stats.inserted += s.inserted;
+            stats.removed += s.removed;
+            stats.unchanged += s.unchanged;
+            rest = later;
+        }
+        stats
+    }
+
+    fn apply_sub_batch(&self, ops: &[PdqOp]) -> ApplyStats {
+        let mut stats = ApplyStats::default();
+        let guard = self.inner.upgradable_read();
+        let chunk0 = self.chunks[0];
+
+        // 1. Resolve the batch against the index (readers keep running).
+        let mut order: Vec<(u32, Code256, u64, u32)> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let (c, id, _) = op.parts();
+                (chunk0.of(c), *c, id, i as u32)
+            })
+            .collect();
+        order.sort_unstable();
+        // Last op per (code, id), grouped by chunk-0 key.
+        let mut finals: Vec<(Code256, u64, bool)> = Vec::with_capacity(order.len());
+        for (i, &(_, c, id, o)) in order.iter().enumerate() {
+            let last_of_pair = order
+                .get(i + 1)
+                .is_none_or(|&(_, cn, idn, _)| cn != c || idn != id);
+            if last_of_pair {
+                finals.push((c, id, ops[o as usize].parts().2));
+            } else {
+                stats.unchanged += 1;
+            }
+        }
+        drop(order);
+        let mut adds: Vec<(Code256, u64)> = Vec::new();
+        let mut removes: Vec<u32> = Vec::new();
+        let mut wanted = Vec::new();
+        let mut found = Vec::new();
+        let mut i = 0;
+        while i < finals.len() {
+            let key = chunk0.of(&finals[i].0);
+            let j = i + finals[i..]
+                .iter()
+                .position(|f| chunk0.of(&f.0) != key)
+                .unwrap_or(finals.len() - i);
+            wanted.clear();
+            wanted.extend(finals[i..j].iter().map(|f| (f.0, f.1)));
+            guard.find_slots(key, &wanted, &mut found);
+            for (f, slot) in finals[i..j].iter().zip(&found) {
+                match (f.2, slot) {
+                    (true, None) => adds.push((f.0, f.1)),
+                    (false, Some(s)) => removes.push(*s),
+                    _ => stats.unchanged += 1,
+                }
+            }
+            i = j;
+        }
+        stats.inserted = adds.len();
+        stats.removed = removes.len();
+        if adds.is_empty() && removes.is_empty() {
+            return stats;
+        }
+
+        // 2. Write the new slots (not yet referenced by any table, so invisible to queries).
+        let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+        let mut new_slots = Vec::with_capacity(adds.len());
+        for &(code, id) in &adds {
+            let slot = match w.storage.free.pop() {
+                Some(s) => s,
+                None => {
+                    let s = w.storage.next;
+                    assert!(s < u32::MAX - 1, "PdqIndex is full (u32 slots)");
+                    s
+                }
+            };
+            w.storage.set(slot, code, id);
+            new_slots.push(slot);
+        }
+        let mut guard = RwLockWriteGuard::downgrade_to_upgradable(w);
+
+        // 3. Update one table at a time.
+        let mut removed_bits: Vec<u64> = Vec::new();
+        if !removes.is_empty() {
+            removed_bits = vec![0u64; guard.storage.live.len()];
+            for &s in &removes {
+                removed_bits[s as usize / 64] |= 1 << (s % 64);
+            }
+        }
+        for k in 0..self.chunks.len() {
+            let chunk = self.chunks[k];
+            let mut rm: Vec<(u32, u32)> = removes
+                .iter()
+                .map(|&s| (chunk.of(guard.storage.code(s)), s))
+                .collect();
+            let mut ad: Vec<(u32, u32)> = adds
+                .iter()
+                .zip(&new_slots)
+                .map(|((c, _), &s)| (chunk.of(c), s))
+                .collect();
+            // Small batches usually fit into the spare capacity; large ones rebuild anyway.
+            let small = rm.len() + ad.len() <= PATCH_LIMIT;
+            if small {
+                rm.sort_unstable();
+                ad.sort_unstable();
+            }
+            if small && guard.tables[k].fits(&rm, &ad) {
+                let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+                w.tables[k].patch(&rm, &ad);
+                guard = RwLockWriteGuard::downgrade_to_upgradable(w);
+            } else {
+                let mut table = guard.tables[k].rebuilt(&rm, &ad, &removed_bits);
+                let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+                std::mem::swap(&mut w.tables[k], &mut table);
+                guard = RwLockWriteGuard::downgrade_to_upgradable(w);
+                drop(table);
+            }
+        }
+
+        // 4. Free the removed slots (no table references them any more).
+        if !removes.is_empty() {
+            let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+            for &s in &removes {
+                w.storage.release(s);
+            }
+        }
+        stats
+    }
+
+    /// Writes a snapshot atomically (see [`crate::snapshot`]). Queries and writers keep running:
+    /// the slots are copied in chunks under short read locks, so the snapshot holds every entry
+    /// stored throughout the call, plus some of those inserted or removed meanwhile. Replaying the
+    /// change log from `watermark` (read *before* calling) onto it gives the exact state, because
+    /// every change sets the final state of its (code, id) pair.
+    pub fn write_snapshot(&self, path: &Path, watermark: u64) -> Result<(), SnapshotError> {
+        let mut writer = SnapshotWriter::create(path)?;
+        let mut slots = Vec::new();
+        let mut buf = Vec::new();
+        let mut from = 0u32;
+        let mut count = 0u64;
+        loop {
+            buf.clear();
+            {
+                let inner = self.inner.read();
+                inner.storage.live_slots(from, PAGE_LEN, &mut slots);
+                for &s in &slots {
+                    buf.extend_from_slice(&code_to_bytes(inner.storage.code(s)));
+                    buf.extend_from_slice(&inner.storage.id(s).to_le_bytes());
+                }
+            }
+            let Some(&last) = slots.last() else { break };
+            count += slots.len() as u64;
+            writer.write(&buf)?;
+            from = last + 1;
+        }
+        writer.finish(
+            SnapshotKind::Pdq,
+            watermark,
+            count,
+            self.config.tables as u64,
+        )
+    }
+
+    /// Loads a snapshot into a new index with the given layout. Returns it and the watermark.
+    pub fn from_snapshot(path: &Path, config: PdqIndexConfig) -> Result<(Self, u64), IndexError> {
+        let index = Self::with_config(config)?;
+        let watermark = index.load_snapshot(path)?;
+        Ok((index, watermark))
+    }
+
+    /// Replaces the contents with a snapshot; returns its watermark. On error nothing changes.
+    pub fn load_snapshot(&self, path: &Path) -> Result<u64, SnapshotError> {
+        let mut reader = SnapshotReader::open(path, SnapshotKind::Pdq)?;
+        let header = *reader.header();
+        let expected_len = header
+            .entry_count
+            .checked_mul(SNAPSHOT_ENTRY_LEN as u64)
+            .filter(|&l| l == header.payload_len)
+            .ok_or_else(|| {
+                SnapshotError::Corrupt("entry count does not match payload length".into())
+            })?;
+        if header.entry_count >= u64::from(u32::MAX - 1) {
+            return Err(SnapshotError::Corrupt("too many entries".into()));
+        }
+        debug_assert_eq!(expected_len, reader.remaining());
+        let mut storage = Storage::default();
+        let mut buf = vec![0u8; PAGE_LEN * SNAPSHOT_ENTRY_LEN];
+        let mut slot = 0u32;
+        while reader.remaining() > 0 {
+            let n = (reader.remaining() as usize).min(buf.len());
+            reader.read_exact(&mut buf[..n])?;
+            for e in buf[..n].chunks_exact(SNAPSHOT_ENTRY_LEN) {
+                let code = code_from_bytes(&e[..CODE_BYTES])
+                    .map_err(|err| SnapshotError::Corrupt(err.to_string()))?;
+                let mut id = [0u8; 8];
+                id.copy_from_slice(&e[CODE_BYTES..]);
+                storage.set(slot, code, u64::from_le_bytes(id));
+                slot += 1;
+            }
+        }
+        let header = reader.finish()?;
+        let slots: Vec<u32> = (0..slot).collect();
+        let tables = self
+            .chunks
+            .iter()
+            .map(|&c| Table::build(c, &storage, &slots))
+            .collect();
+        let fresh = Inner { tables, storage };
+        let old = std::mem::replace(&mut *self.inner.write(), fresh);
+        drop(old);
+        Ok(header.watermark)
+    }
+}
+
+impl Default for PdqIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SignalIndex for PdqIndex {
+    fn kind(&self) -> SnapshotKind {
+        SnapshotKind::Pdq
+    }
+
+    fn apply(&self, ops: &[IndexOp<'_>]) -> Result<ApplyStats, IndexError> {
+        let parsed = ops
+            .iter()
+            .map(|op| {
+                Ok(match *op {
+                    IndexOp::Insert { key, id } => PdqOp::Insert(code_from_bytes(key)?, id),
+                    IndexOp::Remove { key, id } => PdqOp::Remove(code_from_bytes(key)?, id),
+                })
+            })
+            .collect::<Result<Vec<_>, IndexError>>()?;
+        Ok(PdqIndex::apply(self, &parsed))
+    }
+
+    fn query(&self, key: &[u8], threshold: u32) -> Result<Vec<Hit>, IndexError> {
+        Ok(PdqIndex::query(self, &code_from_bytes(key)?, threshold))
+    }
+
+    fn len(&self) -> usize {
+        PdqIndex::len(self)
+    }
+
+    fn write_snapshot(&self, path: &Path, watermark: u64) -> Result<(), SnapshotError> {
+        PdqIndex::write_snapshot(self, path, watermark)
+    }
+
+    fn load_snapshot(&self, path: &Path) -> Result<u64, SnapshotError> {
+        PdqIndex::load_snapshot(self, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_all_bits_once() {
+        for m in 11..=32 {
+            let chunks = PdqIndexConfig { tables: m }.chunks().unwrap();
+            let mut seen = [0u8; 256];
+            for c in &chunks {
+                assert!(c.width <= 24);
+                for b in c.start..c.start + c.width {
+                    seen[b as usize] += 1;
+                }
+                // Chunk of a code with only bit `p` set is non-zero exactly for the owner.
+                for p in 0..256u32 {
+                    let mut code = [0u64; 4];
+                    code[(p / 64) as usize] = 1 << (63 - p % 64);
+                    let inside = p >= c.start && p < c.start + c.width;
+                    assert_eq!(c.of(&code).count_ones(), u32::from(inside));
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1));
+        }
+        assert!(PdqIndexConfig { tables: 8 }.chunks().is_err());
+    }
+
+    #[test]
+    fn masks_enumerate_combinations() {
+        let mut n = 0;
+        for_each_mask(16, 2, |m| {
+            assert_eq!(m.count_ones(), 2);
+            n += 1;
+        });
+        assert_eq!(n, 120);
+        let mut zero = 0;
+        for_each_mask(16, 0, |m| zero += m + 1);
+        assert_eq!(zero, 1);
+    }
+
+    #[test]
+    fn radii_follow_the_tight_pigeonhole_form() {
+        let inner = Inner::new(&PdqIndexConfig::default().chunks().unwrap());
+        assert_eq!(inner.radii(31), vec![1; 16]);
+        let r = inner.radii(20);
+        assert_eq!(&r[..5], &[1; 5]);
+        assert_eq!(&r[5..], &[0; 11]);
+        let r = inner.radii(3);
+        assert_eq!(&r[..4], &[0; 4]);
+        assert!(r[4..].iter().all(|&x| x == -1));
+    }
+}

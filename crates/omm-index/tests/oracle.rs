@@ -1,0 +1,184 @@
+//! Property tests: the PDQ index against a brute-force oracle, on random and clustered data,
+//! across layouts and thresholds, including interleaved inserts and removes.
+
+mod common;
+
+use common::{Oracle, Rng};
+use omm_index::{Code256, Hit, PdqIndex, PdqIndexConfig, PdqOp};
+use proptest::prelude::*;
+
+const THRESHOLDS: [u32; 16] = [0, 1, 2, 7, 15, 16, 17, 20, 30, 31, 32, 33, 47, 63, 90, 256];
+
+fn check_queries(
+    index: &PdqIndex,
+    oracle: &Oracle,
+    queries: &[Code256],
+) -> Result<(), TestCaseError> {
+    for q in queries {
+        for &t in &THRESHOLDS {
+            let mut raw: Vec<Hit> = Vec::new();
+            index.query_into(q, t, &mut raw);
+            raw.sort_unstable();
+            prop_assert_eq!(&raw, &oracle.raw(q, t), "raw hits, threshold {}", t);
+            prop_assert_eq!(
+                index.query(q, t),
+                oracle.normalized(q, t),
+                "normalized, threshold {}",
+                t
+            );
+        }
+    }
+    prop_assert_eq!(index.len(), oracle.pairs.len());
+    Ok(())
+}
+
+/// Builds clustered data: `bases` random codes, each with variants at distance 1..=max_flip.
+fn clustered(rng: &mut Rng, bases: usize, variants: usize, max_flip: u32) -> Vec<Code256> {
+    let mut out = Vec::new();
+    for _ in 0..bases {
+        let base = rng.code();
+        out.push(base);
+        for _ in 0..variants {
+            let f = 1 + rng.below(u64::from(max_flip)) as u32;
+            out.push(rng.flip(&base, f));
+        }
+    }
+    out
+}
+
+fn queries_near(rng: &mut Rng, codes: &[Code256], n: usize) -> Vec<Code256> {
+    let mut qs = vec![rng.code()];
+    for _ in 0..n {
+        if codes.is_empty() {
+            break;
+        }
+        let c = codes[rng.below(codes.len() as u64) as usize];
+        let f = rng.below(40) as u32;
+        qs.push(rng.flip(&c, f));
+    }
+    qs
+}
+
+fn layout(choice: u8) -> PdqIndexConfig {
+    PdqIndexConfig {
+        tables: [16, 32, 20, 24][choice as usize % 4],
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Interleaved batches of inserts and removes (including repeats, removes of missing pairs
+    /// and shared codes/ids), checked against the oracle after every batch.
+    #[test]
+    fn interleaved_batches_match_oracle(
+        seed in any::<u64>(),
+        layout_choice in 0u8..4,
+        bases in 1usize..12,
+        variants in 0usize..12,
+        max_flip in 1u32..40,
+        batches in 1usize..6,
+    ) {
+        let mut rng = Rng(seed);
+        let index = PdqIndex::with_config(layout(layout_choice)).unwrap();
+        let mut oracle = Oracle::default();
+        let mut pool = clustered(&mut rng, bases, variants, max_flip);
+        // Some random codes too.
+        for _ in 0..bases {
+            pool.push(rng.code());
+        }
+        for _ in 0..batches {
+            let mut ops = Vec::new();
+            let n_ops = 1 + rng.below(3 * pool.len() as u64) as usize;
+            for _ in 0..n_ops {
+                let code = pool[rng.below(pool.len() as u64) as usize];
+                let id = rng.below(8); // few ids: ids shared across codes and codes across ids
+                let op = if rng.below(3) == 0 { PdqOp::Remove(code, id) } else { PdqOp::Insert(code, id) };
+                ops.push(op);
+            }
+            let stats = index.apply(&ops);
+            let before = oracle.pairs.len();
+            for op in &ops {
+                match *op {
+                    PdqOp::Insert(c, id) => { oracle.pairs.insert((c, id)); }
+                    PdqOp::Remove(c, id) => { oracle.pairs.remove(&(c, id)); }
+                }
+            }
+            prop_assert_eq!(before + stats.inserted - stats.removed, oracle.pairs.len());
+            prop_assert_eq!(stats.inserted + stats.removed + stats.unchanged, ops.len());
+            let qs = queries_near(&mut rng, &pool, 6);
+            check_queries(&index, &oracle, &qs)?;
+        }
+    }
+
+    /// Single inserts and removes, one at a time.
+    #[test]
+    fn single_ops_match_oracle(seed in any::<u64>(), layout_choice in 0u8..4, n in 1usize..60) {
+        let mut rng = Rng(seed);
+        let index = PdqIndex::with_config(layout(layout_choice)).unwrap();
+        let mut oracle = Oracle::default();
+        let pool = clustered(&mut rng, 3, n / 3, 25);
+        let mut stored: Vec<(Code256, u64)> = Vec::new();
+        for i in 0..n {
+            if !stored.is_empty() && rng.below(4) == 0 {
+                let (c, id) = stored.swap_remove(rng.below(stored.len() as u64) as usize);
+                prop_assert!(index.remove(c, id));
+                prop_assert!(!index.remove(c, id));
+                oracle.pairs.remove(&(c, id));
+            } else {
+                let c = pool[i % pool.len()];
+                let id = i as u64;
+                prop_assert!(index.insert(c, id));
+                prop_assert!(!index.insert(c, id));
+                stored.push((c, id));
+                oracle.pairs.insert((c, id));
+            }
+        }
+        let qs = queries_near(&mut rng, &pool, 5);
+        check_queries(&index, &oracle, &qs)?;
+    }
+}
+
+/// A larger clustered set, built in one batch then thinned out, so that buckets are deep and
+/// both the in-place and the rebuild paths run.
+#[test]
+fn deep_clusters_match_oracle() {
+    let mut rng = Rng(42);
+    for tables in [16, 20] {
+        let index = PdqIndex::with_config(PdqIndexConfig { tables }).unwrap();
+        let mut oracle = Oracle::default();
+        let pool = clustered(&mut rng, 40, 60, 20);
+        let ops: Vec<PdqOp> = pool
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| PdqOp::Insert(c, i as u64 % 500))
+            .collect();
+        index.apply(&ops);
+        for (i, &c) in pool.iter().enumerate() {
+            oracle.pairs.insert((c, i as u64 % 500));
+        }
+        let qs = queries_near(&mut rng, &pool, 20);
+        check_queries(&index, &oracle, &qs).unwrap();
+        // Remove every third pair in small batches, add new near-duplicates in between.
+        let pairs: Vec<(Code256, u64)> = oracle.pairs.iter().copied().collect();
+        for (n, chunk) in pairs.chunks(97).enumerate() {
+            let mut batch = Vec::new();
+            for (i, &(c, id)) in chunk.iter().enumerate() {
+                if i % 3 == 0 {
+                    batch.push(PdqOp::Remove(c, id));
+                    oracle.pairs.remove(&(c, id));
+                }
+            }
+            for _ in 0..20 {
+                let base = pool[rng.below(pool.len() as u64) as usize];
+                let c = rng.flip(&base, 3);
+                let id = 1000 + n as u64;
+                batch.push(PdqOp::Insert(c, id));
+                oracle.pairs.insert((c, id));
+            }
+            index.apply(&batch);
+        }
+        let qs = queries_near(&mut rng, &pool, 20);
+        check_queries(&index, &oracle, &qs).unwrap();
+    }
+}
