@@ -136,12 +136,15 @@ async fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> Option<D
     }
 }
 
-/// Median and p99 delays of `samples` adds and disables.
+/// Delays of `samples` adds and disables, sorted. With `jitter`, each write first waits a
+/// random part of it, so that writes fall at random points of the poll cycle (as writes of
+/// another process would) instead of right after the previous detection.
 async fn freshness(
     store: &Store,
     m: &Matcher,
     samples: usize,
     seed: u64,
+    jitter: Duration,
 ) -> Result<(Vec<Duration>, Vec<Duration>), BoxError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let opts = LookupOptions {
@@ -151,6 +154,7 @@ async fn freshness(
     let mut adds = Vec::new();
     let mut disables = Vec::new();
     for _ in 0..samples {
+        tokio::time::sleep(jitter.mul_f64(rng.gen::<f64>())).await;
         let h = random_pdq(&mut rng);
         let mut s = BTreeMap::new();
         s.insert("pdq".to_string(), h.clone());
@@ -168,6 +172,7 @@ async fn freshness(
             .await
             .ok_or("add never visible")?;
         adds.push(t0.elapsed());
+        tokio::time::sleep(jitter.mul_f64(rng.gen::<f64>())).await;
         store
             .update_content(
                 "FRESH",
@@ -235,7 +240,7 @@ async fn measure(db: &str, samples: usize) -> Result<(), BoxError> {
     );
 
     // Freshness with the store's wake-up hint (same process) and with polling only.
-    let (adds, disables) = freshness(&store, &m, samples, 1).await?;
+    let (adds, disables) = freshness(&store, &m, samples, 1, Duration::ZERO).await?;
     let t0 = Instant::now();
     m.shutdown().await?;
     let snap_write = t0.elapsed();
@@ -267,8 +272,8 @@ async fn measure(db: &str, samples: usize) -> Result<(), BoxError> {
         "| ratio start-up store / snapshot | {:.1}x |",
         from_store.as_secs_f64() / from_snapshot.as_secs_f64()
     );
-    let poll_samples = (samples / 10).max(5);
-    let (padds, pdisables) = freshness(&store, &m2, poll_samples, 2).await?;
+    let poll_samples = (samples / 4).max(5);
+    let (padds, pdisables) = freshness(&store, &m2, poll_samples, 2, config.poll_interval).await?;
     println!("| resident memory at the end | {:.0} MiB |", rss_mib());
     println!();
     println!(

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -313,14 +313,26 @@ pub(crate) struct Shared {
     /// The applied seq of the last snapshot written or loaded.
     pub snapshot_seq: AtomicI64,
     snapshot_lock: tokio::sync::Mutex<()>,
-    loaded_signals: AtomicU64,
 }
 
-/// The matcher. Cheap to clone; all clones share one set of indexes.
+/// The matcher. Cheap to clone; all clones share one set of indexes. The background task
+/// stops at [`Matcher::shutdown`] or when the last clone is dropped.
 #[derive(Clone)]
 pub struct Matcher {
     shared: Arc<Shared>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    task: Arc<TaskGuard>,
+}
+
+/// Owns the background task; stops it when the last [`Matcher`] clone goes away.
+struct TaskGuard {
+    shared: Arc<Shared>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+    }
 }
 
 pub(crate) fn now_unix() -> i64 {
@@ -348,8 +360,11 @@ impl Matcher {
         let shared = Arc::new(Shared::new(config)?);
         let task = tokio::spawn(run(shared.clone(), source));
         Ok(Matcher {
+            task: Arc::new(TaskGuard {
+                shared: shared.clone(),
+                handle: Mutex::new(Some(task)),
+            }),
             shared,
-            task: Arc::new(Mutex::new(Some(task))),
         })
     }
 
@@ -566,8 +581,8 @@ impl Matcher {
 
     /// Stops the background task and, if configured, writes a final snapshot.
     pub async fn shutdown(&self) -> Result<(), MatcherError> {
-        let _ = self.shared.shutdown.send(true);
-        let task = self.task.lock().take();
+        self.shared.shutdown.send_replace(true);
+        let task = self.task.handle.lock().take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -635,7 +650,6 @@ impl Shared {
             shutdown: watch::channel(false).0,
             snapshot_seq: AtomicI64::new(i64::MIN),
             snapshot_lock: tokio::sync::Mutex::new(()),
-            loaded_signals: AtomicU64::new(0),
             config,
         })
     }
@@ -833,7 +847,7 @@ async fn run<S: ChangeSource>(shared: Arc<Shared>, source: S) {
         loop {
             match load_from_source(&shared, &source).await {
                 Ok(n) => {
-                    shared.loaded_signals.store(n, Ordering::Release);
+                    tracing::info!(signals = n, "matcher loaded from the store");
                     break;
                 }
                 Err(e) => {

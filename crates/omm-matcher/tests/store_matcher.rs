@@ -276,8 +276,10 @@ async fn freshness_of_every_change_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freshness_of_every_change_postgres() {
-    if let Some(store) = postgres_store("freshness").await {
-        freshness_scenario(store).await;
+    if let Some((store, schema)) = postgres_store("freshness").await {
+        freshness_scenario(store.clone()).await;
+        drop(store);
+        drop_postgres_schema(&schema).await;
     }
 }
 

@@ -15,20 +15,38 @@ pub async fn sqlite_store(dir: &std::path::Path) -> Store {
         .expect("open sqlite store")
 }
 
-/// A store on its own Postgres schema, when `OMM_TEST_DATABASE_URL` is set.
-pub async fn postgres_store(test: &str) -> Option<Store> {
+/// A store on its own Postgres schema, when `OMM_TEST_DATABASE_URL` is set, and the schema
+/// name (drop it with [`drop_postgres_schema`]).
+pub async fn postgres_store(test: &str) -> Option<(Store, String)> {
     let Ok(url) = std::env::var("OMM_TEST_DATABASE_URL") else {
         eprintln!("OMM_TEST_DATABASE_URL not set: Postgres part of {test} skipped");
         return None;
     };
     let mut options = PostgresOptions::new(url);
     let nonce: u64 = rand::thread_rng().gen();
-    options.schema = Some(format!("matcher_{test}_{nonce:x}"));
-    Some(
-        Store::open_postgres(options)
-            .await
-            .expect("open postgres store"),
-    )
+    let schema = format!("matcher_{test}_{nonce:x}");
+    options.schema = Some(schema.clone());
+    let store = Store::open_postgres(options)
+        .await
+        .expect("open postgres store");
+    Some((store, schema))
+}
+
+/// Drops a test schema made by [`postgres_store`].
+pub async fn drop_postgres_schema(schema: &str) {
+    let Ok(url) = std::env::var("OMM_TEST_DATABASE_URL") else {
+        return;
+    };
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to postgres");
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .expect("drop schema");
+    drop(client);
+    let _ = task.await;
 }
 
 /// A test matcher configuration: PDQ and an exact type, fast polling.
