@@ -649,38 +649,62 @@ async fn check_against_oracle(m: &Matcher, store: &Store, queries: &[String]) {
     }
 }
 
+/// One property case on `store`: a live-tailing matcher and a bulk-loaded one both equal the
+/// brute-force evaluation of the store's final state.
+async fn property_case(store: Store, ops: &[Op], seed: u64) {
+    let mut r = rng(seed);
+    let bases: Vec<String> = (0..6).map(|_| random_pdq(&mut r)).collect();
+    // A matcher that tails every operation live ...
+    let live = Matcher::start(store.clone(), config()).expect("start");
+    assert!(live.wait_ready(DEADLINE).await);
+    run_ops(&store, ops, &bases, seed).await;
+    // ... and one that loads the final state in bulk.
+    let fresh = Matcher::start(store.clone(), config()).expect("start");
+    let seq = store.current_seq().await.expect("seq");
+    assert!(live.wait_for_seq(seq, DEADLINE).await);
+    assert!(fresh.wait_for_seq(seq, DEADLINE).await);
+    let mut queries: Vec<String> = bases.clone();
+    queries.extend(bases.iter().map(|b| flip_bits(b, 20, &mut r)));
+    queries.push(random_pdq(&mut r));
+    check_against_oracle(&live, &store, &queries).await;
+    check_against_oracle(&fresh, &store, &queries).await;
+    assert_eq!(live.canonical_state(), fresh.canonical_state());
+    live.shutdown().await.expect("shutdown");
+    fresh.shutdown().await.expect("shutdown");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
     fn matcher_equals_brute_force_over_the_store(ops in prop::collection::vec(op(), 10..80), seed in any::<u64>()) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        runtime().block_on(async {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = sqlite_store(dir.path()).await;
-            let mut r = rng(seed);
-            let bases: Vec<String> = (0..6).map(|_| random_pdq(&mut r)).collect();
-            // A matcher that tails every operation live ...
-            let live = Matcher::start(store.clone(), config()).expect("start");
-            assert!(live.wait_ready(DEADLINE).await);
-            run_ops(&store, &ops, &bases, seed).await;
-            // ... and one that loads the final state in bulk.
-            let fresh = Matcher::start(store.clone(), config()).expect("start");
-            let seq = store.current_seq().await.expect("seq");
-            assert!(live.wait_for_seq(seq, DEADLINE).await);
-            assert!(fresh.wait_for_seq(seq, DEADLINE).await);
-            let mut queries: Vec<String> = bases.clone();
-            queries.extend(bases.iter().map(|b| flip_bits(b, 20, &mut r)));
-            queries.push(random_pdq(&mut r));
-            check_against_oracle(&live, &store, &queries).await;
-            check_against_oracle(&fresh, &store, &queries).await;
-            assert_eq!(live.canonical_state(), fresh.canonical_state());
-            live.shutdown().await.expect("shutdown");
-            fresh.shutdown().await.expect("shutdown");
+            property_case(sqlite_store(dir.path()).await, &ops, seed).await;
+        });
+    }
+}
+
+proptest! {
+    // Each Postgres case creates and drops a schema: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matcher_equals_brute_force_over_the_store_postgres(ops in prop::collection::vec(op(), 10..80), seed in any::<u64>()) {
+        runtime().block_on(async {
+            if let Some((store, schema)) = postgres_store("property").await {
+                property_case(store.clone(), &ops, seed).await;
+                drop(store);
+                drop_postgres_schema(&schema).await;
+            }
         });
     }
 }
