@@ -289,21 +289,31 @@ pub(crate) fn read_state(path: &Path) -> io::Result<(i64, FilterState)> {
     let bank_slot_ids = (0..n).map(|_| r.i64()).collect::<io::Result<Vec<_>>>()?;
     let n = r.count()?;
     let mut contents = Vec::with_capacity(n.min(1 << 26));
-    for _ in 0..n {
-        let b = r.take::<16>()?;
-        let id = i64::from_le_bytes(b[0..8].try_into().map_err(|_| corrupt("content"))?);
-        let bank_slot = u32::from_le_bytes(b[8..12].try_into().map_err(|_| corrupt("content"))?);
-        let type_mask = u32::from_le_bytes(b[12..16].try_into().map_err(|_| corrupt("content"))?);
-        if bank_slot as usize >= bank_slot_ids.len() || bank_slot == u32::MAX {
-            return Err(corrupt("content refers to an unknown bank slot"));
+    // Read in large chunks: per-entry reads and checksum updates dominate otherwise.
+    let mut buf = vec![0u8; 16 * 65_536];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(65_536);
+        let bytes = &mut buf[..16 * k];
+        r.inner.read_exact(bytes)?;
+        r.crc.update(bytes);
+        for e in bytes.chunks_exact(16) {
+            let word = |i: usize| [e[i], e[i + 1], e[i + 2], e[i + 3]];
+            let id = i64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+            let bank_slot = u32::from_le_bytes(word(8));
+            let type_mask = u32::from_le_bytes(word(12));
+            if bank_slot as usize >= bank_slot_ids.len() {
+                return Err(corrupt("content refers to an unknown bank slot"));
+            }
+            contents.push((
+                id,
+                ContentEntry {
+                    bank_slot,
+                    type_mask,
+                },
+            ));
         }
-        contents.push((
-            id,
-            ContentEntry {
-                bank_slot,
-                type_mask,
-            },
-        ));
+        left -= k;
     }
     let n = r.count()?;
     let disabled = (0..n)
