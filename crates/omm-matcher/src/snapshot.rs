@@ -9,9 +9,10 @@
 //!   All integers little-endian; strings as u32 length + UTF-8.
 //!
 //! A snapshot is used only if every file is present and intact, the signal types equal the
-//! configured ones, all watermarks agree and the store's log has reached the watermark (a
-//! snapshot "from the future" means the database was replaced). Anything else: rebuild from
-//! the store. The snapshot may contain changes after its watermark (they are copied while the
+//! configured ones, all watermarks agree, the store's log has reached the watermark (a
+//! snapshot "from the future" means the database was replaced) and still holds the entry at
+//! the watermark (else it was pruned past it and changes may be lost). Anything else: rebuild
+//! from the store. The snapshot may contain changes after its watermark (they are copied while the
 //! matcher keeps applying); replaying the log from the watermark is still exact because every
 //! change assigns the final state of what it names (see [`crate::state`]).
 
@@ -377,6 +378,19 @@ pub(crate) async fn load<S: ChangeSource>(
         return Err(format!(
             "snapshot watermark {seq} is ahead of the store's change log ({current}): different database"
         ));
+    }
+    // The last change the snapshot contains must still be in the log; if it was pruned, the
+    // changes right after it may be gone too and tailing from the watermark would miss them.
+    if seq > 0 {
+        let probe = source
+            .changes_since(seq - 1, 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        if probe.first().map(|c| c.seq) != Some(seq) {
+            return Err(format!(
+                "the change log no longer holds the snapshot's watermark {seq} (pruned)"
+            ));
+        }
     }
     let s = shared.clone();
     tokio::task::spawn_blocking(move || -> Result<(), String> {
