@@ -19,12 +19,15 @@ struct Cli {
 enum Command {
     /// Hash files (or `-` for stdin) and print one line per file.
     Hash(cmd::hash::HashArgs),
+    /// Create the database if needed and apply pending schema migrations.
+    Migrate(cmd::migrate::MigrateArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Hash(args) => cmd::hash::run(args),
+        Command::Migrate(args) => cmd::migrate::run(args),
     };
     match result {
         Ok(code) => code,
