@@ -25,11 +25,11 @@
 //! One `parking_lot::RwLock` guards the index. Queries take the read lock. A writer
 //! ([`PdqIndex::apply`]) holds the *upgradable* read lock for the whole batch (so queries keep
 //! running while it resolves the batch and rebuilds tables) and takes the exclusive lock only for
-//! short steps: writing the new slots, patching or swapping one table, freeing slots. Writers
-//! are serialized. A query concurrent with a batch sees every entry the batch does not touch
-//! exactly once; an entry the batch inserts or removes may or may not be seen by that query.
-//! Huge batches are split into sub-batches so that no exclusive step grows with the batch size
-//! beyond a bounded chunk.
+//! short steps: writing up to 65,536 new slots, patching one table in place (at most 65,536
+//! changes) or swapping in one rebuilt table (O(1)), and freeing the removed slots. Writers are
+//! serialized. A query concurrent with a batch sees every entry the batch does not touch exactly
+//! once; an entry the batch inserts or removes may or may not be seen by that query. Memory
+//! during a batch grows by at most one table (the one being rebuilt) plus the batch itself.
 
 use std::path::Path;
 
@@ -39,12 +39,17 @@ use crate::code::{code_from_bytes, code_to_bytes, hamming, Code256, CODE_BYTES};
 use crate::snapshot::{SnapshotError, SnapshotKind, SnapshotReader, SnapshotWriter};
 use crate::{normalize_hits, ApplyStats, Hit, IndexError, IndexOp, SignalIndex};
 
-const PAGE_SHIFT: u32 = 16;
+/// Slots per storage page (8 MiB of codes: most of it on 2 MiB huge pages when available).
+const PAGE_SHIFT: u32 = 18;
 const PAGE_LEN: usize = 1 << PAGE_SHIFT;
 /// Bytes per entry in the snapshot payload: 32 code bytes + 8 id bytes.
 const SNAPSHOT_ENTRY_LEN: usize = CODE_BYTES + 8;
 /// Sub-batch size of [`PdqIndex::apply`] (bounds the exclusive-lock steps).
 const MIN_SUB_BATCH: usize = 1 << 18;
+/// Entries copied per read-lock hold while writing a snapshot.
+const SNAPSHOT_CHUNK: usize = 1 << 16;
+/// Slots written per exclusive-lock step.
+const WRITE_CHUNK: usize = 1 << 16;
 /// Batches touching more (key, slot) pairs per table than this rebuild the table directly.
 const PATCH_LIMIT: usize = 1 << 16;
 
@@ -231,6 +236,20 @@ impl Storage {
         self.len -= 1;
     }
 
+    /// Calls `f(slot, code)` for slots `0..n` in order.
+    fn for_each_code(&self, n: u32, mut f: impl FnMut(u32, &Code256)) {
+        for (p, page) in self.codes.iter().enumerate() {
+            let base = p << PAGE_SHIFT;
+            if base >= n as usize {
+                break;
+            }
+            let end = (n as usize - base).min(PAGE_LEN);
+            for (i, code) in page[..end].iter().enumerate() {
+                f((base + i) as u32, code);
+            }
+        }
+    }
+
     /// Live slots in ascending order, starting at `from`, at most `limit` of them.
     fn live_slots(&self, from: u32, limit: usize, out: &mut Vec<u32>) {
         out.clear();
@@ -255,7 +274,7 @@ impl Storage {
 /// Spare capacity given to a bucket of `len` entries when a table is (re)built.
 #[inline]
 fn slack(len: u32) -> u32 {
-    len / 8 + u32::from(len > 0)
+    len / 16 + 2 * u32::from(len > 0)
 }
 
 /// One multi-index table: a directory of `2^width + 1` `[start, len]` pairs into `arena`; the
@@ -285,26 +304,61 @@ impl Table {
         self.dir[key as usize + 1][0] - self.dir[key as usize][0]
     }
 
-    /// Builds a table from scratch over the given slots.
-    fn build(chunk: Chunk, storage: &Storage, slots: &[u32]) -> Self {
+    /// Builds a table from scratch over slots `0..n` (all live).
+    ///
+    /// A two-level placement: (key, slot) pairs are first partitioned by the top 8 key bits
+    /// (256 write streams, cache friendly), then placed partition by partition, so that the
+    /// directory entries and arena range being written stay in cache. A direct scatter into
+    /// 2^16 buckets misses the cache on almost every entry.
+    /// `keys` and `pairs` are scratch buffers, reused across tables (fresh memory costs page
+    /// faults and zeroing).
+    fn build(
+        chunk: Chunk,
+        storage: &Storage,
+        n: u32,
+        keys: &mut Vec<u32>,
+        pairs: &mut Vec<(u32, u32)>,
+    ) -> Self {
         let buckets = 1usize << chunk.width;
         let mut counts = vec![0u32; buckets];
-        for &s in slots {
-            counts[chunk.of(storage.code(s)) as usize] += 1;
-        }
+        keys.clear();
+        keys.reserve(n as usize);
+        storage.for_each_code(n, |_, code| {
+            let k = chunk.of(code);
+            counts[k as usize] += 1;
+            keys.push(k);
+        });
         let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
         let mut total = 0u32;
-        for (b, &n) in counts.iter().enumerate() {
-            dir[b] = [total, 0];
-            total += n + slack(n);
+        for (entry, &c) in dir.iter_mut().zip(&counts) {
+            *entry = [total, 0];
+            total += c + slack(c);
         }
         dir[buckets] = [total, 0];
+        let shift = chunk.width.saturating_sub(8);
+        let parts = 1usize << (chunk.width - shift);
+        let mut next = vec![0usize; parts];
+        let mut acc = 0usize;
+        for (p, start) in next.iter_mut().enumerate() {
+            *start = acc;
+            acc += counts[p << shift..(p + 1) << shift]
+                .iter()
+                .map(|&c| c as usize)
+                .sum::<usize>();
+        }
+        drop(counts);
+        pairs.clear();
+        pairs.resize(keys.len(), (0, 0));
+        for (slot, &k) in keys.iter().enumerate() {
+            let p = (k >> shift) as usize;
+            pairs[next[p]] = (k, slot as u32);
+            next[p] += 1;
+        }
         let mut arena: Vec<u32> = zeroed_vec(total as usize);
-        for &s in slots {
-            let b = chunk.of(storage.code(s)) as usize;
-            let [start, len] = dir[b];
-            arena[(start + len) as usize] = s;
-            dir[b][1] = len + 1;
+        for &(k, slot) in pairs.iter() {
+            let [start, len] = dir[k as usize];
+            arena[(start + len) as usize] = slot;
+            dir[k as usize][1] = len + 1;
         }
         Table { chunk, dir, arena }
     }
@@ -445,7 +499,27 @@ impl Inner {
         (0..m).map(|k| if k <= a { s } else { s - 1 }).collect()
     }
 
+    /// Runs the query with the best popcount the CPU has (the workspace builds for baseline
+    /// x86-64, where `count_ones` is a slow bit-twiddling sequence).
     fn query(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("popcnt") {
+                // SAFETY: the CPU supports popcnt (checked just above).
+                return unsafe { self.query_popcnt(q, t, out) };
+            }
+        }
+        self.query_generic(q, t, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn query_popcnt(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
+        self.query_generic(q, t, out)
+    }
+
+    #[inline(always)]
+    fn query_generic(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
         let mut stats = PdqQueryStats::default();
         let n = self.storage.len as f64;
         if n == 0.0 {
@@ -470,13 +544,15 @@ impl Inner {
         if !probes.is_finite() || 8.0 * (expected + probes) > n {
             return self.scan(q, t, out);
         }
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
+        // Take the buffers out of the thread-local (no closure around the hot loop, so that it
+        // is compiled with the caller's target features).
+        let mut scratch = SCRATCH.with(|cell| cell.take());
+        {
             let Scratch {
                 keys,
                 ranges,
                 slots,
-            } = &mut *scratch;
+            } = &mut scratch;
             // 1. All probe keys; prefetch their directory entries.
             keys.clear();
             let mut key_ends = [0usize; 33];
@@ -541,13 +617,14 @@ impl Inner {
                     });
                 }
             }
-        });
+        }
+        SCRATCH.with(|cell| cell.replace(scratch));
         stats
     }
 
     /// Whether table `k` is the first table whose probe covers `code` (reporting it only there
     /// makes every entry appear once).
-    #[inline]
+    #[inline(always)]
     fn first_cover(&self, k: usize, code: &Code256, q: &Code256, radii: &[i32]) -> bool {
         let x = [
             code[0] ^ q[0],
@@ -561,6 +638,7 @@ impl Inner {
             .all(|(table, &r)| (table.chunk.of(&x).count_ones() as i32) > r)
     }
 
+    #[inline(always)]
     fn scan(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
         let st = &self.storage;
         let mut candidates = 0;
@@ -587,25 +665,89 @@ impl Inner {
     }
 
     /// Finds the slots of the given (code, id) pairs, all with chunk-0 key `key`.
+    /// `wanted` is sorted and its pairs are distinct.
     fn find_slots(&self, key: u32, wanted: &[(Code256, u64)], found: &mut Vec<Option<u32>>) {
         found.clear();
-        let bucket = self.tables[0].bucket(key);
-        if wanted.len() <= 4 || bucket.len() <= 8 {
-            for (code, id) in wanted {
-                found.push(
-                    bucket
-                        .iter()
-                        .copied()
-                        .find(|&s| self.storage.id(s) == *id && self.storage.code(s) == code),
-                );
-            }
-        } else {
-            let map: std::collections::HashMap<(Code256, u64), u32> = bucket
-                .iter()
-                .map(|&s| ((*self.storage.code(s), self.storage.id(s)), s))
-                .collect();
-            found.extend(wanted.iter().map(|w| map.get(w).copied()));
+        found.resize(wanted.len(), None);
+        if self.storage.len == 0 {
+            return;
         }
+        let bucket = self.tables[0].bucket(key);
+        const AHEAD: usize = 16;
+        for &s in bucket.iter().take(AHEAD) {
+            prefetch(self.storage.code_ptr(s));
+        }
+        for (i, &s) in bucket.iter().enumerate() {
+            if let Some(&ahead) = bucket.get(i + AHEAD) {
+                prefetch(self.storage.code_ptr(ahead));
+            }
+            let pair = (*self.storage.code(s), self.storage.id(s));
+            if let Ok(i) = wanted.binary_search(&pair) {
+                found[i] = Some(s);
+            }
+        }
+    }
+}
+
+/// Builds all tables over slots `0..n`, on as many threads as there are cores (up to 4): the
+/// tables are independent, and this is what bounds the start-up time.
+fn build_tables(chunks: &[Chunk], storage: &Storage, n: u32) -> Vec<Table> {
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let threads = if n < 100_000 { 1 } else { threads };
+    // Thread `t` builds tables t, t + threads, ... with its own scratch buffers.
+    let build_some = |t: usize| {
+        let (mut keys, mut pairs) = (Vec::new(), Vec::new());
+        (t..chunks.len())
+            .step_by(threads)
+            .map(|k| {
+                (
+                    k,
+                    Table::build(chunks[k], storage, n, &mut keys, &mut pairs),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut built: Vec<Option<Table>> = chunks.iter().map(|_| None).collect();
+    if threads == 1 {
+        for (k, table) in build_some(0) {
+            built[k] = Some(table);
+        }
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| scope.spawn(move || build_some(t)))
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(tables) => {
+                        for (k, table) in tables {
+                            built[k] = Some(table);
+                        }
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        });
+    }
+    built
+        .into_iter()
+        .zip(chunks)
+        .map(|(t, &c)| {
+            t.unwrap_or_else(|| Table::build(c, storage, n, &mut Vec::new(), &mut Vec::new()))
+        })
+        .collect()
+}
+
+/// Returns freed heap memory to the OS after large operations (glibc keeps it otherwise, which
+/// would show up as resident memory long after a big batch or load).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -724,6 +866,9 @@ impl PdqIndex {
             stats.unchanged += s.unchanged;
             rest = later;
         }
+        if ops.len() >= PATCH_LIMIT {
+            release_free_memory();
+        }
         stats
     }
 
@@ -784,22 +929,26 @@ impl PdqIndex {
             return stats;
         }
 
-        // 2. Write the new slots (not yet referenced by any table, so invisible to queries).
-        let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+        // 2. Write the new slots (not yet referenced by any table, so invisible to table
+        //    probes), in bounded chunks so that queries are never held up for long.
+        let mut guard = guard;
         let mut new_slots = Vec::with_capacity(adds.len());
-        for &(code, id) in &adds {
-            let slot = match w.storage.free.pop() {
-                Some(s) => s,
-                None => {
-                    let s = w.storage.next;
-                    assert!(s < u32::MAX - 1, "PdqIndex is full (u32 slots)");
-                    s
-                }
-            };
-            w.storage.set(slot, code, id);
-            new_slots.push(slot);
+        for chunk in adds.chunks(WRITE_CHUNK) {
+            let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+            for &(code, id) in chunk {
+                let slot = match w.storage.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        let s = w.storage.next;
+                        assert!(s < u32::MAX - 1, "PdqIndex is full (u32 slots)");
+                        s
+                    }
+                };
+                w.storage.set(slot, code, id);
+                new_slots.push(slot);
+            }
+            guard = RwLockWriteGuard::downgrade_to_upgradable(w);
         }
-        let mut guard = RwLockWriteGuard::downgrade_to_upgradable(w);
 
         // 3. Update one table at a time.
         let mut removed_bits: Vec<u64> = Vec::new();
@@ -864,7 +1013,7 @@ impl PdqIndex {
             buf.clear();
             {
                 let inner = self.inner.read();
-                inner.storage.live_slots(from, PAGE_LEN, &mut slots);
+                inner.storage.live_slots(from, SNAPSHOT_CHUNK, &mut slots);
                 for &s in &slots {
                     buf.extend_from_slice(&code_to_bytes(inner.storage.code(s)));
                     buf.extend_from_slice(&inner.storage.id(s).to_le_bytes());
@@ -921,15 +1070,11 @@ impl PdqIndex {
             }
         }
         let header = reader.finish()?;
-        let slots: Vec<u32> = (0..slot).collect();
-        let tables = self
-            .chunks
-            .iter()
-            .map(|&c| Table::build(c, &storage, &slots))
-            .collect();
+        let tables = build_tables(&self.chunks, &storage, slot);
         let fresh = Inner { tables, storage };
         let old = std::mem::replace(&mut *self.inner.write(), fresh);
         drop(old);
+        release_free_memory();
         Ok(header.watermark)
     }
 }
