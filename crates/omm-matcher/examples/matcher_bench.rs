@@ -9,7 +9,9 @@
 //! ```
 //!
 //! `<db>` is a SQLite file path or a `postgres://` URL. `measure` writes its snapshot to a
-//! temporary directory.
+//! temporary directory. `start <db> <dir>` starts once in a fresh process (from the snapshot
+//! in `<dir>` if there is a valid one) and writes a snapshot on shutdown: run it twice to see
+//! both start-up paths with the resident memory of a process that loaded only once.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -297,6 +299,37 @@ async fn measure(db: &str, samples: usize) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// One start in a fresh process: time to ready and resident memory, from the snapshot in
+/// `snap_dir` if it is valid (it is written on shutdown, so a second run loads it).
+async fn start_once(db: &str, snap_dir: &str) -> Result<(), BoxError> {
+    let store = Store::open(db).await?;
+    let config = MatcherConfig {
+        snapshot_dir: Some(snap_dir.into()),
+        snapshot_interval: None,
+        ..MatcherConfig::default()
+    };
+    let t0 = Instant::now();
+    let m = Matcher::start(store, config)?;
+    if !m.wait_ready(Duration::from_secs(3600)).await {
+        return Err("not ready".into());
+    }
+    let elapsed = t0.elapsed();
+    let status = m.status();
+    println!(
+        "| start ({}) | {} signals | {:.2} s | {:.0} MiB resident |",
+        if status.load.map(|l| l.from_snapshot).unwrap_or(false) {
+            "from snapshot"
+        } else {
+            "from the store"
+        },
+        status.types.iter().map(|t| t.size).sum::<usize>(),
+        elapsed.as_secs_f64(),
+        rss_mib()
+    );
+    m.shutdown().await?;
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -308,6 +341,9 @@ fn main() -> Result<(), BoxError> {
             let samples = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
             rt.block_on(measure(&args[1], samples))
         }
-        _ => Err("usage: matcher_bench populate <db> <n> | measure <db> [samples]".into()),
+        Some("start") if args.len() == 3 => rt.block_on(start_once(&args[1], &args[2])),
+        _ => Err(
+            "usage: matcher_bench populate <db> <n> | measure <db> [samples] | start <db> <snapshot dir>".into(),
+        ),
     }
 }

@@ -26,8 +26,7 @@ pub enum KeyKind {
         /// Digest length in bytes.
         bytes: usize,
     },
-    /// Any non-empty string, matched exactly byte for byte (e.g. `url_md5`, which upstream
-    /// does not validate as hex).
+    /// Any non-empty string (surrounding white space ignored), matched exactly (e.g. `url`).
     Text,
 }
 
@@ -36,7 +35,7 @@ impl KeyKind {
     pub fn key(&self, value: &str, out: &mut Vec<u8>) -> Result<(), String> {
         match self {
             KeyKind::Pdq => {
-                let code = omm_index::code_from_hex(value).map_err(|e| e.to_string())?;
+                let code = omm_index::code_from_hex(value.trim()).map_err(|e| e.to_string())?;
                 out.extend_from_slice(&omm_index::code_to_bytes(&code));
                 Ok(())
             }
@@ -57,6 +56,7 @@ impl KeyKind {
                 Ok(())
             }
             KeyKind::Text => {
+                let value = value.trim();
                 if value.is_empty() || value.len() > MAX_TEXT_KEY_LEN {
                     return Err(format!("value must be 1 to {MAX_TEXT_KEY_LEN} bytes long"));
                 }
@@ -157,7 +157,8 @@ impl Default for MatcherConfig {
                 IndexedType::pdq(),
                 IndexedType::hex_digest("video_md5", 16),
                 IndexedType::hex_digest("video_sha256", 32),
-                IndexedType::text("url_md5"),
+                IndexedType::hex_digest("url_md5", 16),
+                IndexedType::text("url"),
             ],
             poll_interval: Duration::from_secs(1),
             batch_limit: 10_000,
@@ -975,5 +976,59 @@ async fn write_snapshot(shared: &Arc<Shared>) -> Result<Option<i64>, MatcherErro
             shared.set_error(Some(e.to_string()));
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(kind: KeyKind, v: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        kind.key(v, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn keys_are_canonical_bytes() {
+        let pdq = "98736629670cc19fc9f23862f66cce1f599e32c78e236c78619d202e9e66c157";
+        let k = key(KeyKind::Pdq, pdq).expect("pdq");
+        assert_eq!(k.len(), 32);
+        assert_eq!(k[0], 0x98);
+        assert_eq!(key(KeyKind::Pdq, &format!(" {pdq}\n")).expect("trimmed"), k);
+        assert!(key(KeyKind::Pdq, &pdq[..63]).is_err());
+        assert!(key(KeyKind::Pdq, &pdq.replace('9', "g")).is_err());
+
+        let md5 = KeyKind::HexDigest { bytes: 16 };
+        let lower = key(md5, "0123456789abcdef0123456789abcdef").expect("md5");
+        assert_eq!(lower[..2], [0x01, 0x23]);
+        assert_eq!(
+            key(md5, " 0123456789ABCDEF0123456789abcdef ").expect("upper"),
+            lower
+        );
+        assert!(key(md5, "0123").is_err());
+        assert!(key(md5, "0123456789abcdef0123456789abcdeZ").is_err());
+        assert!(key(md5, "é123456789abcdef0123456789abcde").is_err());
+
+        assert_eq!(
+            key(KeyKind::Text, " https://x/y ").expect("text"),
+            b"https://x/y"
+        );
+        assert!(key(KeyKind::Text, "  ").is_err());
+        assert!(key(KeyKind::Text, &"a".repeat(MAX_TEXT_KEY_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let mut c = MatcherConfig::default();
+        c.signal_types.push(IndexedType::pdq());
+        assert!(matches!(Shared::new(c), Err(MatcherError::Config(_))));
+        let c = MatcherConfig {
+            signal_types: (0..33)
+                .map(|i| IndexedType::text(&format!("t{i}")))
+                .collect(),
+            ..MatcherConfig::default()
+        };
+        assert!(matches!(Shared::new(c), Err(MatcherError::Config(_))));
+        assert!(Shared::new(MatcherConfig::default()).is_ok());
     }
 }

@@ -9,9 +9,10 @@
 //!   All integers little-endian; strings as u32 length + UTF-8.
 //!
 //! A snapshot is used only if every file is present and intact, the signal types equal the
-//! configured ones, all watermarks agree and the store's log has reached the watermark (a
-//! snapshot "from the future" means the database was replaced). Anything else: rebuild from
-//! the store. The snapshot may contain changes after its watermark (they are copied while the
+//! configured ones, all watermarks agree, the store's log has reached the watermark (a
+//! snapshot "from the future" means the database was replaced) and still holds the entry at
+//! the watermark (else it was pruned past it and changes may be lost). Anything else: rebuild
+//! from the store. The snapshot may contain changes after its watermark (they are copied while the
 //! matcher keeps applying); replaying the log from the watermark is still exact because every
 //! change assigns the final state of what it names (see [`crate::state`]).
 
@@ -289,21 +290,31 @@ pub(crate) fn read_state(path: &Path) -> io::Result<(i64, FilterState)> {
     let bank_slot_ids = (0..n).map(|_| r.i64()).collect::<io::Result<Vec<_>>>()?;
     let n = r.count()?;
     let mut contents = Vec::with_capacity(n.min(1 << 26));
-    for _ in 0..n {
-        let b = r.take::<16>()?;
-        let id = i64::from_le_bytes(b[0..8].try_into().map_err(|_| corrupt("content"))?);
-        let bank_slot = u32::from_le_bytes(b[8..12].try_into().map_err(|_| corrupt("content"))?);
-        let type_mask = u32::from_le_bytes(b[12..16].try_into().map_err(|_| corrupt("content"))?);
-        if bank_slot as usize >= bank_slot_ids.len() || bank_slot == u32::MAX {
-            return Err(corrupt("content refers to an unknown bank slot"));
+    // Read in large chunks: per-entry reads and checksum updates dominate otherwise.
+    let mut buf = vec![0u8; 16 * 65_536];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(65_536);
+        let bytes = &mut buf[..16 * k];
+        r.inner.read_exact(bytes)?;
+        r.crc.update(bytes);
+        for e in bytes.chunks_exact(16) {
+            let word = |i: usize| [e[i], e[i + 1], e[i + 2], e[i + 3]];
+            let id = i64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+            let bank_slot = u32::from_le_bytes(word(8));
+            let type_mask = u32::from_le_bytes(word(12));
+            if bank_slot as usize >= bank_slot_ids.len() {
+                return Err(corrupt("content refers to an unknown bank slot"));
+            }
+            contents.push((
+                id,
+                ContentEntry {
+                    bank_slot,
+                    type_mask,
+                },
+            ));
         }
-        contents.push((
-            id,
-            ContentEntry {
-                bank_slot,
-                type_mask,
-            },
-        ));
+        left -= k;
     }
     let n = r.count()?;
     let disabled = (0..n)
@@ -367,6 +378,19 @@ pub(crate) async fn load<S: ChangeSource>(
         return Err(format!(
             "snapshot watermark {seq} is ahead of the store's change log ({current}): different database"
         ));
+    }
+    // The last change the snapshot contains must still be in the log; if it was pruned, the
+    // changes right after it may be gone too and tailing from the watermark would miss them.
+    if seq > 0 {
+        let probe = source
+            .changes_since(seq - 1, 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        if probe.first().map(|c| c.seq) != Some(seq) {
+            return Err(format!(
+                "the change log no longer holds the snapshot's watermark {seq} (pruned)"
+            ));
+        }
     }
     let s = shared.clone();
     tokio::task::spawn_blocking(move || -> Result<(), String> {

@@ -188,6 +188,13 @@ impl ContentTable {
         match self.dense_index(id) {
             Some(i) => {
                 if i >= self.dense.len() {
+                    if i >= self.dense.capacity() {
+                        // Grow by 1/8 rather than doubling: at 10M contents doubling would
+                        // leave up to 80 MB of unused capacity.
+                        let need = i + 1 - self.dense.len();
+                        self.dense
+                            .reserve_exact(need.max(self.dense.len() / 8).max(4096));
+                    }
                     self.dense.resize(i + 1, ABSENT);
                 }
                 if self.dense[i] == ABSENT {

@@ -407,6 +407,82 @@ async fn restart_from_snapshot_equals_rebuild_and_corruption_rebuilds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_older_than_the_pruned_log_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = MatcherConfig {
+        snapshot_dir: Some(dir.path().join("snapshots")),
+        ..config()
+    };
+    let store = sqlite_store(dir.path()).await;
+    bank(&store, "A", 1.0).await;
+    let mut r = rng(5);
+    for _ in 0..20 {
+        add(&store, "A", &random_pdq(&mut r)).await;
+    }
+    let m = Matcher::start(store.clone(), cfg.clone()).expect("start");
+    assert!(m.wait_ready(DEADLINE).await);
+    m.shutdown().await.expect("shutdown");
+    // Changes after the snapshot, then the log is pruned past them.
+    let late = random_pdq(&mut r);
+    let late_id = add(&store, "A", &late).await;
+    let seq = store.current_seq().await.expect("seq");
+    store.prune_changes(seq).await.expect("prune");
+    let m = Matcher::start(store.clone(), cfg).expect("start");
+    assert!(m.wait_ready(DEADLINE).await);
+    assert!(!m.status().load.expect("load").from_snapshot);
+    assert_eq!(matched_ids(&m, &late), vec![late_id]);
+    m.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_snapshots_are_written_while_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snaps = dir.path().join("snapshots");
+    let cfg = MatcherConfig {
+        snapshot_dir: Some(snaps.clone()),
+        snapshot_interval: Some(Duration::from_millis(100)),
+        poll_interval: Duration::from_millis(20),
+        ..config()
+    };
+    let store = sqlite_store(dir.path()).await;
+    bank(&store, "A", 1.0).await;
+    let mut r = rng(9);
+    add(&store, "A", &random_pdq(&mut r)).await;
+    let m = Matcher::start(store.clone(), cfg.clone()).expect("start");
+    assert!(m.wait_ready(DEADLINE).await);
+    let state = omm_matcher::snapshot::state_path(&snaps);
+    assert!(
+        eventually(DEADLINE, || state.exists()).await,
+        "no periodic snapshot"
+    );
+    // A later change is picked up by a later snapshot, and a restart loads it.
+    let h = random_pdq(&mut r);
+    let id = add(&store, "A", &h).await;
+    let seq = store.current_seq().await.expect("seq");
+    assert!(m.wait_for_seq(seq, DEADLINE).await);
+    let written_at = std::fs::metadata(&state)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert!(
+        eventually(DEADLINE, || {
+            std::fs::metadata(&state)
+                .and_then(|m| m.modified())
+                .map(|t| t > written_at)
+                .unwrap_or(false)
+        })
+        .await
+    );
+    // Shutdown waits for an in-flight periodic snapshot and, nothing having changed since,
+    // writes no other.
+    m.shutdown().await.expect("shutdown");
+    let m = Matcher::start(store.clone(), cfg).expect("start");
+    assert!(m.wait_ready(DEADLINE).await);
+    assert!(m.status().load.expect("load").from_snapshot);
+    assert_eq!(matched_ids(&m, &h), vec![id]);
+    m.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_of_another_database_is_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let snaps = dir.path().join("snapshots");
