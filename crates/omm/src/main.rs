@@ -19,12 +19,15 @@ struct Cli {
 enum Command {
     /// Hash files (or `-` for stdin) and print one line per file.
     Hash(cmd::hash::HashArgs),
+    /// Fetch the configured exchanges once (or one with --exchange), showing progress.
+    Fetch(cmd::fetch::FetchArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Hash(args) => cmd::hash::run(args),
+        Command::Fetch(args) => cmd::fetch::run(args),
     };
     match result {
         Ok(code) => code,
