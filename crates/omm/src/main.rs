@@ -21,6 +21,8 @@ enum Command {
     Hash(cmd::hash::HashArgs),
     /// Create the database if needed and apply pending schema migrations.
     Migrate(cmd::migrate::MigrateArgs),
+    /// Fetch the configured exchanges once (or one with --exchange), showing progress.
+    Fetch(cmd::fetch::FetchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +30,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Hash(args) => cmd::hash::run(args),
         Command::Migrate(args) => cmd::migrate::run(args),
+        Command::Fetch(args) => cmd::fetch::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
+pub mod fetch;
 pub mod hash;
 pub mod migrate;
