@@ -12,6 +12,7 @@
 mod api;
 mod error;
 pub mod exchanges;
+pub mod fetcher;
 mod http;
 mod model;
 mod schema;

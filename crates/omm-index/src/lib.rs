@@ -19,6 +19,35 @@
 //! URL MD5 the 16 bytes of the MD5 of the URL. A key of the wrong length is an
 //! [`IndexError::InvalidKey`], never a panic.
 //!
+//! # Example
+//!
+//! ```
+//! use omm_index::{code_from_hex, code_to_bytes, ExactIndex, Hit, PdqIndex, SignalIndex};
+//!
+//! // One index per signal type, behind the common trait.
+//! let pdq: Box<dyn SignalIndex> = Box::new(PdqIndex::new());
+//! let md5: Box<dyn SignalIndex> = Box::new(ExactIndex::new(Some(16)));
+//!
+//! let hash = code_from_hex("98736629670cc19fc9f23862f66cce1f599e32c78e236c78619d202e9e66c157")?;
+//! pdq.insert(&code_to_bytes(&hash), 42)?;
+//! let mut near = hash;
+//! near[3] ^= 0b111; // 3 bits away
+//! assert_eq!(pdq.query(&code_to_bytes(&near), 31)?, vec![Hit { distance: 3, id: 42 }]);
+//!
+//! md5.insert(&[0xab; 16], 7)?;
+//! assert_eq!(md5.query(&[0xab; 16], 0)?, vec![Hit { distance: 0, id: 7 }]);
+//!
+//! // Snapshots carry the change-log position they cover.
+//! let dir = std::env::temp_dir().join(format!("omm-index-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! pdq.write_snapshot(&dir.join("pdq.snap"), 1234)?;
+//! let restored = PdqIndex::new();
+//! assert_eq!(restored.load_snapshot(&dir.join("pdq.snap"))?, 1234);
+//! assert_eq!(SignalIndex::len(&restored), 1);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Concurrency
 //!
 //! Every index is `Send + Sync` and takes `&self` for all operations. Many reader threads may

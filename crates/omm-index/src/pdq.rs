@@ -25,11 +25,11 @@
 //! One `parking_lot::RwLock` guards the index. Queries take the read lock. A writer
 //! ([`PdqIndex::apply`]) holds the *upgradable* read lock for the whole batch (so queries keep
 //! running while it resolves the batch and rebuilds tables) and takes the exclusive lock only for
-//! short steps: writing the new slots, patching or swapping one table, freeing slots. Writers
-//! are serialized. A query concurrent with a batch sees every entry the batch does not touch
-//! exactly once; an entry the batch inserts or removes may or may not be seen by that query.
-//! Huge batches are split into sub-batches so that no exclusive step grows with the batch size
-//! beyond a bounded chunk.
+//! short steps: writing up to 65,536 new slots, patching one table in place (at most 65,536
+//! changes) or swapping in one rebuilt table (O(1)), and freeing the removed slots. Writers are
+//! serialized. A query concurrent with a batch sees every entry the batch does not touch exactly
+//! once; an entry the batch inserts or removes may or may not be seen by that query. Memory
+//! during a batch grows by at most one table (the one being rebuilt) plus the batch itself.
 
 use std::path::Path;
 
@@ -39,12 +39,19 @@ use crate::code::{code_from_bytes, code_to_bytes, hamming, Code256, CODE_BYTES};
 use crate::snapshot::{SnapshotError, SnapshotKind, SnapshotReader, SnapshotWriter};
 use crate::{normalize_hits, ApplyStats, Hit, IndexError, IndexOp, SignalIndex};
 
-const PAGE_SHIFT: u32 = 16;
+/// Slots per storage page (8 MiB of codes: most of it on 2 MiB huge pages when available).
+const PAGE_SHIFT: u32 = 18;
 const PAGE_LEN: usize = 1 << PAGE_SHIFT;
 /// Bytes per entry in the snapshot payload: 32 code bytes + 8 id bytes.
 const SNAPSHOT_ENTRY_LEN: usize = CODE_BYTES + 8;
 /// Sub-batch size of [`PdqIndex::apply`] (bounds the exclusive-lock steps).
 const MIN_SUB_BATCH: usize = 1 << 18;
+/// Entries copied per read-lock hold while writing a snapshot.
+const SNAPSHOT_CHUNK: usize = 1 << 16;
+/// Slots written per exclusive-lock step.
+const WRITE_CHUNK: usize = 1 << 16;
+/// Batches touching more (key, slot) pairs per table than this rebuild the table directly.
+const PATCH_LIMIT: usize = 1 << 16;
 
 /// Layout of a [`PdqIndex`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +236,20 @@ impl Storage {
         self.len -= 1;
     }
 
+    /// Calls `f(slot, code)` for slots `0..n` in order.
+    fn for_each_code(&self, n: u32, mut f: impl FnMut(u32, &Code256)) {
+        for (p, page) in self.codes.iter().enumerate() {
+            let base = p << PAGE_SHIFT;
+            if base >= n as usize {
+                break;
+            }
+            let end = (n as usize - base).min(PAGE_LEN);
+            for (i, code) in page[..end].iter().enumerate() {
+                f((base + i) as u32, code);
+            }
+        }
+    }
+
     /// Live slots in ascending order, starting at `from`, at most `limit` of them.
     fn live_slots(&self, from: u32, limit: usize, out: &mut Vec<u32>) {
         out.clear();
@@ -253,7 +274,7 @@ impl Storage {
 /// Spare capacity given to a bucket of `len` entries when a table is (re)built.
 #[inline]
 fn slack(len: u32) -> u32 {
-    len / 8 + u32::from(len > 0)
+    len / 16 + 2 * u32::from(len > 0)
 }
 
 /// One multi-index table: a directory of `2^width + 1` `[start, len]` pairs into `arena`; the
@@ -283,75 +304,112 @@ impl Table {
         self.dir[key as usize + 1][0] - self.dir[key as usize][0]
     }
 
-    /// Builds a table from scratch over the given slots.
-    fn build(chunk: Chunk, storage: &Storage, slots: &[u32]) -> Self {
+    /// Builds a table from scratch over slots `0..n` (all live).
+    ///
+    /// A two-level placement: (key, slot) pairs are first partitioned by the top 8 key bits
+    /// (256 write streams, cache friendly), then placed partition by partition, so that the
+    /// directory entries and arena range being written stay in cache. A direct scatter into
+    /// 2^16 buckets misses the cache on almost every entry.
+    /// `keys` and `pairs` are scratch buffers, reused across tables (fresh memory costs page
+    /// faults and zeroing).
+    fn build(
+        chunk: Chunk,
+        storage: &Storage,
+        n: u32,
+        keys: &mut Vec<u32>,
+        pairs: &mut Vec<(u32, u32)>,
+    ) -> Self {
         let buckets = 1usize << chunk.width;
         let mut counts = vec![0u32; buckets];
-        for &s in slots {
-            counts[chunk.of(storage.code(s)) as usize] += 1;
-        }
+        keys.clear();
+        keys.reserve(n as usize);
+        storage.for_each_code(n, |_, code| {
+            let k = chunk.of(code);
+            counts[k as usize] += 1;
+            keys.push(k);
+        });
         let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
         let mut total = 0u32;
-        for (b, &n) in counts.iter().enumerate() {
-            dir[b] = [total, 0];
-            total += n + slack(n);
+        for (entry, &c) in dir.iter_mut().zip(&counts) {
+            *entry = [total, 0];
+            total += c + slack(c);
         }
         dir[buckets] = [total, 0];
+        let shift = chunk.width.saturating_sub(8);
+        let parts = 1usize << (chunk.width - shift);
+        let mut next = vec![0usize; parts];
+        let mut acc = 0usize;
+        for (p, start) in next.iter_mut().enumerate() {
+            *start = acc;
+            acc += counts[p << shift..(p + 1) << shift]
+                .iter()
+                .map(|&c| c as usize)
+                .sum::<usize>();
+        }
+        drop(counts);
+        pairs.clear();
+        pairs.resize(keys.len(), (0, 0));
+        for (slot, &k) in keys.iter().enumerate() {
+            let p = (k >> shift) as usize;
+            pairs[next[p]] = (k, slot as u32);
+            next[p] += 1;
+        }
         let mut arena: Vec<u32> = zeroed_vec(total as usize);
-        for &s in slots {
-            let b = chunk.of(storage.code(s)) as usize;
-            let [start, len] = dir[b];
-            arena[(start + len) as usize] = s;
-            dir[b][1] = len + 1;
+        for &(k, slot) in pairs.iter() {
+            let [start, len] = dir[k as usize];
+            arena[(start + len) as usize] = slot;
+            dir[k as usize][1] = len + 1;
         }
         Table { chunk, dir, arena }
     }
 
-    /// Builds a copy of this table with `removes` and `adds` (both sorted by key) applied.
-    fn rebuilt(&self, removes: &[(u32, u32)], adds: &[(u32, u32)]) -> Self {
+    /// Builds a copy of this table with `removes` and `adds` (`(key, slot)`, any order) applied;
+    /// `removed` has the bit of every removed slot set.
+    fn rebuilt(&self, removes: &[(u32, u32)], adds: &[(u32, u32)], removed: &[u64]) -> Self {
         let buckets = 1usize << self.chunk.width;
+        let mut counts: Vec<u32> = self.dir[..buckets].iter().map(|e| e[1]).collect();
+        for &(key, _) in removes {
+            counts[key as usize] -= 1;
+        }
+        for &(key, _) in adds {
+            counts[key as usize] += 1;
+        }
         let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
-        // First pass: sizes.
-        let (mut ri, mut ai) = (0, 0);
         let mut total = 0u32;
-        for (b, entry) in dir.iter_mut().enumerate().take(buckets) {
-            let key = b as u32;
-            let mut n = self.dir[b][1];
-            while ri < removes.len() && removes[ri].0 == key {
-                n -= 1;
-                ri += 1;
-            }
-            while ai < adds.len() && adds[ai].0 == key {
-                n += 1;
-                ai += 1;
-            }
+        for (entry, &n) in dir.iter_mut().zip(&counts) {
             *entry = [total, 0];
             total += n + slack(n);
         }
         dir[buckets] = [total, 0];
+        drop(counts);
         let mut arena: Vec<u32> = zeroed_vec(total as usize);
-        let (mut ri, mut ai) = (0, 0);
+        let is_removed = |s: u32| {
+            removed
+                .get(s as usize / 64)
+                .is_some_and(|w| w & (1 << (s % 64)) != 0)
+        };
         for (b, entry) in dir.iter_mut().enumerate().take(buckets) {
-            let key = b as u32;
-            let r0 = ri;
-            while ri < removes.len() && removes[ri].0 == key {
-                ri += 1;
-            }
-            let gone = &removes[r0..ri];
             let start = entry[0] as usize;
-            let mut len = 0usize;
-            for &s in self.bucket(key) {
-                if !gone.iter().any(|&(_, g)| g == s) {
-                    arena[start + len] = s;
-                    len += 1;
+            let old = self.bucket(b as u32);
+            let len = if removes.is_empty() {
+                arena[start..start + old.len()].copy_from_slice(old);
+                old.len()
+            } else {
+                let mut len = 0;
+                for &s in old {
+                    if !is_removed(s) {
+                        arena[start + len] = s;
+                        len += 1;
+                    }
                 }
-            }
-            while ai < adds.len() && adds[ai].0 == key {
-                arena[start + len] = adds[ai].1;
-                len += 1;
-                ai += 1;
-            }
+                len
+            };
             entry[1] = len as u32;
+        }
+        for &(key, slot) in adds {
+            let [start, len] = dir[key as usize];
+            arena[(start + len) as usize] = slot;
+            dir[key as usize][1] = len + 1;
         }
         Table {
             chunk: self.chunk,
@@ -409,6 +467,18 @@ impl Table {
     }
 }
 
+/// Per-thread query buffers (reused so that queries do not allocate).
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<u32>,
+    ranges: Vec<(u32, u32, u32)>,
+    slots: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 struct Inner {
     tables: Vec<Table>,
     storage: Storage,
@@ -429,7 +499,27 @@ impl Inner {
         (0..m).map(|k| if k <= a { s } else { s - 1 }).collect()
     }
 
+    /// Runs the query with the best popcount the CPU has (the workspace builds for baseline
+    /// x86-64, where `count_ones` is a slow bit-twiddling sequence).
     fn query(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("popcnt") {
+                // SAFETY: the CPU supports popcnt (checked just above).
+                return unsafe { self.query_popcnt(q, t, out) };
+            }
+        }
+        self.query_generic(q, t, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn query_popcnt(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
+        self.query_generic(q, t, out)
+    }
+
+    #[inline(always)]
+    fn query_generic(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
         let mut stats = PdqQueryStats::default();
         let n = self.storage.len as f64;
         if n == 0.0 {
@@ -450,60 +540,91 @@ impl Inner {
             probes += ball;
             expected += ball * n / (1u64 << table.chunk.width) as f64;
         }
-        // A probe costs about as much as a few sequential code comparisons.
-        if !probes.is_finite() || expected + 4.0 * probes > n {
+        // A probe or a candidate (random accesses) costs several sequential comparisons.
+        if !probes.is_finite() || 8.0 * (expected + probes) > n {
             return self.scan(q, t, out);
         }
-        for (k, table) in self.tables.iter().enumerate() {
-            let r = radii[k];
-            if r < 0 {
-                continue;
+        // Take the buffers out of the thread-local (no closure around the hot loop, so that it
+        // is compiled with the caller's target features).
+        let mut scratch = SCRATCH.with(|cell| cell.take());
+        {
+            let Scratch {
+                keys,
+                ranges,
+                slots,
+            } = &mut scratch;
+            // 1. All probe keys; prefetch their directory entries.
+            keys.clear();
+            let mut key_ends = [0usize; 33];
+            for (k, table) in self.tables.iter().enumerate() {
+                let r = radii[k];
+                if r >= 0 {
+                    let qk = table.chunk.of(q);
+                    for j in 0..=r as u32 {
+                        for_each_mask(table.chunk.width, j, |mask| keys.push(qk ^ mask));
+                    }
+                }
+                key_ends[k + 1] = keys.len();
             }
-            let qk = table.chunk.of(q);
-            for j in 0..=r as u32 {
-                for_each_mask(table.chunk.width, j, |mask| {
-                    stats.probes += 1;
-                    let bucket = table.bucket(qk ^ mask);
-                    stats.candidates += bucket.len() as u64;
-                    self.scan_bucket(bucket, q, t, k, &radii, out);
-                });
+            stats.probes = keys.len() as u64;
+            for (k, table) in self.tables.iter().enumerate() {
+                for &key in &keys[key_ends[k]..key_ends[k + 1]] {
+                    prefetch(table.dir.as_ptr().wrapping_add(key as usize));
+                }
+            }
+            // 2. Bucket ranges; prefetch the start of each bucket.
+            ranges.clear();
+            for (k, table) in self.tables.iter().enumerate() {
+                for &key in &keys[key_ends[k]..key_ends[k + 1]] {
+                    let [start, len] = table.dir[key as usize];
+                    if len > 0 {
+                        prefetch(table.arena.as_ptr().wrapping_add(start as usize));
+                        ranges.push((k as u32, start, len));
+                    }
+                }
+            }
+            // 3. Gather candidate slots, remembering where each table's candidates end.
+            slots.clear();
+            let mut slot_ends = [0usize; 33];
+            for &(k, start, len) in ranges.iter() {
+                let table = &self.tables[k as usize];
+                slots.extend_from_slice(&table.arena[start as usize..(start + len) as usize]);
+                slot_ends[k as usize + 1] = slots.len();
+            }
+            for k in 1..=self.tables.len() {
+                slot_ends[k] = slot_ends[k].max(slot_ends[k - 1]);
+            }
+            stats.candidates = slots.len() as u64;
+            // 4. Verify with the full codes, prefetching ahead.
+            const AHEAD: usize = 16;
+            for &s in slots.iter().take(AHEAD) {
+                prefetch(self.storage.code_ptr(s));
+            }
+            let mut k = 0;
+            for (i, &slot) in slots.iter().enumerate() {
+                if let Some(&ahead) = slots.get(i + AHEAD) {
+                    prefetch(self.storage.code_ptr(ahead));
+                }
+                while i >= slot_ends[k + 1] {
+                    k += 1;
+                }
+                let code = self.storage.code(slot);
+                let d = hamming(code, q);
+                if d <= t && self.first_cover(k, code, q, &radii) {
+                    out.push(Hit {
+                        distance: d,
+                        id: self.storage.id(slot),
+                    });
+                }
             }
         }
+        SCRATCH.with(|cell| cell.replace(scratch));
         stats
-    }
-
-    #[inline(always)]
-    fn scan_bucket(
-        &self,
-        bucket: &[u32],
-        q: &Code256,
-        t: u32,
-        k: usize,
-        radii: &[i32],
-        out: &mut Vec<Hit>,
-    ) {
-        const AHEAD: usize = 8;
-        for &s in bucket.iter().take(AHEAD) {
-            prefetch(self.storage.code_ptr(s));
-        }
-        for (i, &slot) in bucket.iter().enumerate() {
-            if let Some(&ahead) = bucket.get(i + AHEAD) {
-                prefetch(self.storage.code_ptr(ahead));
-            }
-            let code = self.storage.code(slot);
-            let d = hamming(code, q);
-            if d <= t && self.first_cover(k, code, q, radii) {
-                out.push(Hit {
-                    distance: d,
-                    id: self.storage.id(slot),
-                });
-            }
-        }
     }
 
     /// Whether table `k` is the first table whose probe covers `code` (reporting it only there
     /// makes every entry appear once).
-    #[inline]
+    #[inline(always)]
     fn first_cover(&self, k: usize, code: &Code256, q: &Code256, radii: &[i32]) -> bool {
         let x = [
             code[0] ^ q[0],
@@ -517,6 +638,7 @@ impl Inner {
             .all(|(table, &r)| (table.chunk.of(&x).count_ones() as i32) > r)
     }
 
+    #[inline(always)]
     fn scan(&self, q: &Code256, t: u32, out: &mut Vec<Hit>) -> PdqQueryStats {
         let st = &self.storage;
         let mut candidates = 0;
@@ -543,25 +665,89 @@ impl Inner {
     }
 
     /// Finds the slots of the given (code, id) pairs, all with chunk-0 key `key`.
+    /// `wanted` is sorted and its pairs are distinct.
     fn find_slots(&self, key: u32, wanted: &[(Code256, u64)], found: &mut Vec<Option<u32>>) {
         found.clear();
-        let bucket = self.tables[0].bucket(key);
-        if wanted.len() <= 4 || bucket.len() <= 8 {
-            for (code, id) in wanted {
-                found.push(
-                    bucket
-                        .iter()
-                        .copied()
-                        .find(|&s| self.storage.id(s) == *id && self.storage.code(s) == code),
-                );
-            }
-        } else {
-            let map: std::collections::HashMap<(Code256, u64), u32> = bucket
-                .iter()
-                .map(|&s| ((*self.storage.code(s), self.storage.id(s)), s))
-                .collect();
-            found.extend(wanted.iter().map(|w| map.get(w).copied()));
+        found.resize(wanted.len(), None);
+        if self.storage.len == 0 {
+            return;
         }
+        let bucket = self.tables[0].bucket(key);
+        const AHEAD: usize = 16;
+        for &s in bucket.iter().take(AHEAD) {
+            prefetch(self.storage.code_ptr(s));
+        }
+        for (i, &s) in bucket.iter().enumerate() {
+            if let Some(&ahead) = bucket.get(i + AHEAD) {
+                prefetch(self.storage.code_ptr(ahead));
+            }
+            let pair = (*self.storage.code(s), self.storage.id(s));
+            if let Ok(i) = wanted.binary_search(&pair) {
+                found[i] = Some(s);
+            }
+        }
+    }
+}
+
+/// Builds all tables over slots `0..n`, on as many threads as there are cores (up to 4): the
+/// tables are independent, and this is what bounds the start-up time.
+fn build_tables(chunks: &[Chunk], storage: &Storage, n: u32) -> Vec<Table> {
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let threads = if n < 100_000 { 1 } else { threads };
+    // Thread `t` builds tables t, t + threads, ... with its own scratch buffers.
+    let build_some = |t: usize| {
+        let (mut keys, mut pairs) = (Vec::new(), Vec::new());
+        (t..chunks.len())
+            .step_by(threads)
+            .map(|k| {
+                (
+                    k,
+                    Table::build(chunks[k], storage, n, &mut keys, &mut pairs),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut built: Vec<Option<Table>> = chunks.iter().map(|_| None).collect();
+    if threads == 1 {
+        for (k, table) in build_some(0) {
+            built[k] = Some(table);
+        }
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| scope.spawn(move || build_some(t)))
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(tables) => {
+                        for (k, table) in tables {
+                            built[k] = Some(table);
+                        }
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        });
+    }
+    built
+        .into_iter()
+        .zip(chunks)
+        .map(|(t, &c)| {
+            t.unwrap_or_else(|| Table::build(c, storage, n, &mut Vec::new(), &mut Vec::new()))
+        })
+        .collect()
+}
+
+/// Returns freed heap memory to the OS after large operations (glibc keeps it otherwise, which
+/// would show up as resident memory long after a big batch or load).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -680,6 +866,9 @@ impl PdqIndex {
             stats.unchanged += s.unchanged;
             rest = later;
         }
+        if ops.len() >= PATCH_LIMIT {
+            release_free_memory();
+        }
         stats
     }
 
@@ -689,26 +878,28 @@ impl PdqIndex {
         let chunk0 = self.chunks[0];
 
         // 1. Resolve the batch against the index (readers keep running).
-        let mut order: Vec<u32> = (0..ops.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let (ca, ia, _) = ops[a as usize].parts();
-            let (cb, ib, _) = ops[b as usize].parts();
-            (chunk0.of(ca), ca, ia, a).cmp(&(chunk0.of(cb), cb, ib, b))
-        });
+        let mut order: Vec<(u32, Code256, u64, u32)> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let (c, id, _) = op.parts();
+                (chunk0.of(c), *c, id, i as u32)
+            })
+            .collect();
+        order.sort_unstable();
         // Last op per (code, id), grouped by chunk-0 key.
         let mut finals: Vec<(Code256, u64, bool)> = Vec::with_capacity(order.len());
-        for (i, &o) in order.iter().enumerate() {
-            let (c, id, ins) = ops[o as usize].parts();
-            let last_of_pair = order.get(i + 1).is_none_or(|&n| {
-                let (cn, idn, _) = ops[n as usize].parts();
-                cn != c || idn != id
-            });
+        for (i, &(_, c, id, o)) in order.iter().enumerate() {
+            let last_of_pair = order
+                .get(i + 1)
+                .is_none_or(|&(_, cn, idn, _)| cn != c || idn != id);
             if last_of_pair {
-                finals.push((*c, id, ins));
+                finals.push((c, id, ops[o as usize].parts().2));
             } else {
                 stats.unchanged += 1;
             }
         }
+        drop(order);
         let mut adds: Vec<(Code256, u64)> = Vec::new();
         let mut removes: Vec<u32> = Vec::new();
         let mut wanted = Vec::new();
@@ -738,24 +929,35 @@ impl PdqIndex {
             return stats;
         }
 
-        // 2. Write the new slots (not yet referenced by any table, so invisible to queries).
-        let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+        // 2. Write the new slots (not yet referenced by any table, so invisible to table
+        //    probes), in bounded chunks so that queries are never held up for long.
+        let mut guard = guard;
         let mut new_slots = Vec::with_capacity(adds.len());
-        for &(code, id) in &adds {
-            let slot = match w.storage.free.pop() {
-                Some(s) => s,
-                None => {
-                    let s = w.storage.next;
-                    assert!(s < u32::MAX - 1, "PdqIndex is full (u32 slots)");
-                    s
-                }
-            };
-            w.storage.set(slot, code, id);
-            new_slots.push(slot);
+        for chunk in adds.chunks(WRITE_CHUNK) {
+            let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+            for &(code, id) in chunk {
+                let slot = match w.storage.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        let s = w.storage.next;
+                        assert!(s < u32::MAX - 1, "PdqIndex is full (u32 slots)");
+                        s
+                    }
+                };
+                w.storage.set(slot, code, id);
+                new_slots.push(slot);
+            }
+            guard = RwLockWriteGuard::downgrade_to_upgradable(w);
         }
-        let mut guard = RwLockWriteGuard::downgrade_to_upgradable(w);
 
         // 3. Update one table at a time.
+        let mut removed_bits: Vec<u64> = Vec::new();
+        if !removes.is_empty() {
+            removed_bits = vec![0u64; guard.storage.live.len()];
+            for &s in &removes {
+                removed_bits[s as usize / 64] |= 1 << (s % 64);
+            }
+        }
         for k in 0..self.chunks.len() {
             let chunk = self.chunks[k];
             let mut rm: Vec<(u32, u32)> = removes
@@ -767,14 +969,18 @@ impl PdqIndex {
                 .zip(&new_slots)
                 .map(|((c, _), &s)| (chunk.of(c), s))
                 .collect();
-            rm.sort_unstable();
-            ad.sort_unstable();
-            if guard.tables[k].fits(&rm, &ad) {
+            // Small batches usually fit into the spare capacity; large ones rebuild anyway.
+            let small = rm.len() + ad.len() <= PATCH_LIMIT;
+            if small {
+                rm.sort_unstable();
+                ad.sort_unstable();
+            }
+            if small && guard.tables[k].fits(&rm, &ad) {
                 let mut w = RwLockUpgradableReadGuard::upgrade(guard);
                 w.tables[k].patch(&rm, &ad);
                 guard = RwLockWriteGuard::downgrade_to_upgradable(w);
             } else {
-                let mut table = guard.tables[k].rebuilt(&rm, &ad);
+                let mut table = guard.tables[k].rebuilt(&rm, &ad, &removed_bits);
                 let mut w = RwLockUpgradableReadGuard::upgrade(guard);
                 std::mem::swap(&mut w.tables[k], &mut table);
                 guard = RwLockWriteGuard::downgrade_to_upgradable(w);
@@ -807,7 +1013,7 @@ impl PdqIndex {
             buf.clear();
             {
                 let inner = self.inner.read();
-                inner.storage.live_slots(from, PAGE_LEN, &mut slots);
+                inner.storage.live_slots(from, SNAPSHOT_CHUNK, &mut slots);
                 for &s in &slots {
                     buf.extend_from_slice(&code_to_bytes(inner.storage.code(s)));
                     buf.extend_from_slice(&inner.storage.id(s).to_le_bytes());
@@ -864,15 +1070,11 @@ impl PdqIndex {
             }
         }
         let header = reader.finish()?;
-        let slots: Vec<u32> = (0..slot).collect();
-        let tables = self
-            .chunks
-            .iter()
-            .map(|&c| Table::build(c, &storage, &slots))
-            .collect();
+        let tables = build_tables(&self.chunks, &storage, slot);
         let fresh = Inner { tables, storage };
         let old = std::mem::replace(&mut *self.inner.write(), fresh);
         drop(old);
+        release_free_memory();
         Ok(header.watermark)
     }
 }

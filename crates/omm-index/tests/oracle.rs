@@ -182,3 +182,59 @@ fn deep_clusters_match_oracle() {
         check_queries(&index, &oracle, &qs).unwrap();
     }
 }
+
+/// Batches large enough to take the bulk paths: several sub-batches in one call, chunked slot
+/// writes, direct table rebuilds with many removes; ops on one pair span sub-batch boundaries.
+#[test]
+fn large_batches_match_oracle() {
+    let mut rng = Rng(99);
+    let index = PdqIndex::new();
+    let mut oracle = Oracle::default();
+    let pool = clustered(&mut rng, 22_000, 10, 20);
+    let mut ops: Vec<PdqOp> = pool
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| PdqOp::Insert(c, i as u64))
+        .collect();
+    // Re-inserts, and removes of pairs inserted earlier in the same call (other sub-batch).
+    for i in (0..pool.len()).step_by(7) {
+        ops.push(PdqOp::Insert(pool[i], i as u64));
+        ops.push(PdqOp::Remove(
+            pool[(i * 3) % pool.len()],
+            ((i * 3) % pool.len()) as u64,
+        ));
+    }
+    assert!(ops.len() > 1 << 18);
+    for op in &ops {
+        match *op {
+            PdqOp::Insert(c, id) => {
+                oracle.pairs.insert((c, id));
+            }
+            PdqOp::Remove(c, id) => {
+                oracle.pairs.remove(&(c, id));
+            }
+        }
+    }
+    index.apply(&ops);
+    let qs = queries_near(&mut rng, &pool, 15);
+    check_queries(&index, &oracle, &qs).unwrap();
+    // Remove 80k pairs in one batch.
+    let gone: Vec<(Code256, u64)> = oracle
+        .pairs
+        .iter()
+        .step_by(2)
+        .copied()
+        .take(80_000)
+        .collect();
+    let stats = index.apply(
+        &gone
+            .iter()
+            .map(|&(c, id)| PdqOp::Remove(c, id))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(stats.removed, gone.len());
+    for p in &gone {
+        oracle.pairs.remove(p);
+    }
+    check_queries(&index, &oracle, &qs).unwrap();
+}

@@ -8,8 +8,10 @@
 //!   [`SignalType::hash_bytes`].
 //! * [`pdq`]: bit-exact PDQ (hash, quality, dihedral variants) on decoded pixels, with
 //!   [`pdq::PdqHash`] and its `[u64; 4]` layout for the index.
-//! * [`decode`]: JPEG (libjpeg-turbo pixels), PNG, WebP, GIF, BMP, TIFF to 8-bit pixels, bounded.
+//! * [`mod@decode`]: JPEG (libjpeg-turbo pixels), PNG, WebP, GIF, BMP, TIFF to 8-bit pixels, bounded.
 //! * [`url`]: `url_md5` normalisation.
+
+#![warn(missing_docs)]
 
 pub mod content;
 pub mod decode;

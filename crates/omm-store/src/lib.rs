@@ -14,9 +14,42 @@
 //!
 //! Errors are [`StoreError`]; no SQL error text reaches a caller except through
 //! `StoreError::Backend`'s `source()`.
+//!
+//! # Backends
+//!
+//! * **SQLite** (rusqlite, bundled): one writer connection behind a mutex, a small pool of
+//!   read-only connections, WAL, `synchronous = NORMAL` (a killed process loses nothing; a
+//!   power cut may lose the last commits, never corrupt). All calls run on tokio's blocking
+//!   pool. Change notifications are in-process only: a second process writing the same file
+//!   is seen by polling.
+//! * **PostgreSQL** (tokio-postgres + deadpool): a pool for the primary and an optional one
+//!   for a read replica. Reads that tolerate replica lag (change log, start-up state,
+//!   [`Store::get_contents`], [`Store::signal_type_stats`]) use the replica; curator reads use
+//!   the primary so that a client reads its own writes. Connections are plain TCP (no TLS).
+//!   Bulk writes are set-based (`UNNEST` arrays, one data-modifying CTE for new records).
+//!
+//! # Cost of an ordered change log on PostgreSQL
+//!
+//! Write transactions of one schema are serialised by a transaction-scoped advisory lock held
+//! until after commit (see [`changes`]), so they cannot share a WAL flush: the rate of small
+//! change-logged transactions is bounded by 1 / (commit fsync latency), whatever the number
+//! of writers. Fetch batches (thousands of records per transaction) are unaffected; curator
+//! writes are human-paced. `docs/bench/store.md` has the measured figures. Reads never take
+//! the lock.
+//!
+//! # Data model notes
+//!
+//! * Content ids are never reused (SQLite `AUTOINCREMENT`, PostgreSQL identity).
+//! * A content keeps its bank for life; signals carry the bank id (denormalised) so that
+//!   change log entries and start-up reads need no join.
+//! * The bank of an exchange cannot be deleted on its own ([`StoreError::Conflict`]); delete
+//!   the exchange. Renaming it is fine (the link is by id).
+//! * Record keys and all JSON (metadata, config, checkpoint, credentials) are stored verbatim
+//!   as text: what goes in comes back byte-for-byte equal after parsing.
 
 #![warn(missing_docs)]
 
+mod batch;
 pub mod changes;
 pub mod error;
 pub mod model;
@@ -486,41 +519,6 @@ pub(crate) fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Merges a batch by key, the last update of a key winning, in first-seen order; checks the
-/// one-signal-per-type rule.
-pub(crate) fn dedupe_batch(updates: &[RecordUpdate]) -> Result<Vec<&RecordUpdate>> {
-    let mut index: std::collections::HashMap<&str, usize> =
-        std::collections::HashMap::with_capacity(updates.len());
-    let mut out: Vec<&RecordUpdate> = Vec::with_capacity(updates.len());
-    for u in updates {
-        if let Some(r) = &u.record {
-            let mut seen = std::collections::HashSet::new();
-            for (t, _) in &r.signals {
-                if t.is_empty() {
-                    return Err(StoreError::InvalidArgument(format!(
-                        "record '{}': empty signal type",
-                        u.key
-                    )));
-                }
-                if !seen.insert(t.as_str()) {
-                    return Err(StoreError::InvalidArgument(format!(
-                        "record '{}' has more than one '{t}' signal",
-                        u.key
-                    )));
-                }
-            }
-        }
-        match index.get(u.key.as_str()) {
-            Some(&i) => out[i] = u,
-            None => {
-                index.insert(&u.key, out.len());
-                out.push(u);
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl Store {

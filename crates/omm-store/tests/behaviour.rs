@@ -1592,3 +1592,44 @@ async fn prune_keeps_tail(h: &Harness) {
     assert_eq!(s.current_seq().await.unwrap(), seq);
     assert_eq!(s.changes_since(0, 10).await.unwrap().len(), 1);
 }
+
+/// With a read-replica URL (here: the primary itself, as a stand-in), reads that tolerate lag
+/// go through the replica pool and see committed writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_read_replica_pool() {
+    let Some(h) = common::postgres().await else {
+        return;
+    };
+    let common::Target::Postgres { url, schema } = &h.target else {
+        unreachable!()
+    };
+    let mut o = PostgresOptions::new(url.clone());
+    o.schema = Some(schema.clone());
+    o.read_replica_url = Some(url.clone());
+    o.max_connections = 2;
+    let s = Store::open_postgres(o).await.unwrap();
+    s.create_bank(&bank("R")).await.unwrap();
+    let c = s
+        .create_content("R", &NewContent::with_signals(sigs(&[("pdq", &pdq(1))])))
+        .await
+        .unwrap();
+    assert_eq!(s.get_contents(&[c.id]).await.unwrap().len(), 1);
+    assert_eq!(all_changes(&s, 0).await.len(), 2);
+    let (view, seq) = View::load(&s).await;
+    assert_eq!(seq, s.current_seq().await.unwrap());
+    assert_eq!(view.signals.len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_postgres_options_are_typed_errors() {
+    let mut o = PostgresOptions::new("postgres://postgres@127.0.0.1:5432/test");
+    o.schema = Some("Robert'); DROP TABLE students;--".into());
+    assert!(matches!(
+        Store::open_postgres(o).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        Store::open("postgres://[bad").await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+}

@@ -19,6 +19,10 @@ struct Cli {
 enum Command {
     /// Hash files (or `-` for stdin) and print one line per file.
     Hash(cmd::hash::HashArgs),
+    /// Create the database if needed and apply pending schema migrations.
+    Migrate(cmd::migrate::MigrateArgs),
+    /// Fetch the configured exchanges once (or one with --exchange), showing progress.
+    Fetch(cmd::fetch::FetchArgs),
     /// Serve the Open Media Match HTTP API (hasher, matcher, curator).
     Serve(cmd::serve::ServeArgs),
 }
@@ -27,6 +31,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Hash(args) => cmd::hash::run(args),
+        Command::Migrate(args) => cmd::migrate::run(args),
+        Command::Fetch(args) => cmd::fetch::run(args),
         Command::Serve(args) => cmd::serve::run(args),
     };
     match result {

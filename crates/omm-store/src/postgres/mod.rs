@@ -23,6 +23,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
 
+use crate::batch;
 use crate::changes::{ChangeSubscription, ContentState, ExchangeState, RawChange, StateSnapshot};
 use crate::error::{Entity, Result, StoreError};
 use crate::model::*;
@@ -753,7 +754,7 @@ impl PgStore {
         exchange: &str,
         batch: &FetchBatch,
     ) -> Result<BatchOutcome> {
-        let updates = crate::dedupe_batch(&batch.updates)?;
+        let merged = batch::merge(&batch.updates)?;
         let mut c = self.primary().await?;
         let tx = begin_write(&mut c).await?;
         let row = tx
@@ -769,140 +770,196 @@ impl PgStore {
             .try_get::<_, Option<i64>>(1)
             .map_err(pe)?
             .ok_or_else(|| StoreError::Conflict(format!("exchange '{exchange}' has no bank")))?;
-        crate::sqlite::check_guard(&batch.guard, stored_checkpoint(&tx, ex_id).await?.as_ref())?;
+        batch::check_guard(&batch.guard, stored_checkpoint(&tx, ex_id).await?.as_ref())?;
         let now = now_secs();
         let mut out = BatchOutcome::default();
 
-        let mut delete_keys: Vec<&str> = Vec::new();
-        let mut upserts: Vec<(&str, &FetchedRecord)> = Vec::new();
-        for u in &updates {
-            match &u.record {
-                Some(r) if !r.signals.is_empty() => upserts.push((u.key.as_str(), r)),
-                _ => delete_keys.push(u.key.as_str()),
-            }
-        }
-
-        if !delete_keys.is_empty() {
-            // FK cascades remove the content and its signals (and log them).
+        if !merged.deletes.is_empty() {
+            // The record's delete trigger removes its content, whose trigger removes the
+            // signals; all of it is logged.
             out.records_deleted = tx
                 .execute(
                     "DELETE FROM exchange_record WHERE exchange_id = $1 AND fetch_key = ANY($2::text[])",
-                    &[&ex_id, &delete_keys],
+                    &[&ex_id, &merged.deletes],
                 )
                 .await
                 .map_err(pe)?;
         }
 
-        if !upserts.is_empty() {
-            let keys: Vec<&str> = upserts.iter().map(|(k, _)| *k).collect();
-            let metas: Vec<String> = upserts
-                .iter()
-                .map(|(_, r)| r.metadata.to_string())
-                .collect();
+        // Which keys exist already (and with which content)?
+        let mut existing: HashMap<String, batch::Existing> = HashMap::new();
+        if !merged.upserts.is_empty() {
+            let keys: Vec<&str> = merged.upserts.iter().map(|(k, _)| *k).collect();
             let rows = tx
                 .query(
-                    "INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at)
-                     SELECT $1, k, m, $4 FROM unnest($2::text[], $3::text[]) AS u(k, m)
-                     ON CONFLICT (exchange_id, fetch_key) DO UPDATE
-                         SET metadata_json = excluded.metadata_json, updated_at = excluded.updated_at
-                     RETURNING id, fetch_key, (xmax = 0) AS inserted",
-                    &[&ex_id, &keys, &metas, &now],
+                    "SELECT r.fetch_key, r.id, c.id FROM exchange_record r
+                     LEFT JOIN bank_content c ON c.imported_from_id = r.id
+                     WHERE r.exchange_id = $1 AND r.fetch_key = ANY($2::text[])",
+                    &[&ex_id, &keys],
                 )
                 .await
                 .map_err(pe)?;
-            let mut record_of: HashMap<String, (i64, bool)> = HashMap::with_capacity(rows.len());
             for r in &rows {
-                let inserted: bool = r.try_get(2).map_err(pe)?;
-                record_of.insert(
-                    r.try_get(1).map_err(pe)?,
-                    (r.try_get(0).map_err(pe)?, inserted),
+                existing.insert(
+                    r.try_get(0).map_err(pe)?,
+                    batch::Existing {
+                        record_id: r.try_get(1).map_err(pe)?,
+                        content_id: r.try_get(2).map_err(pe)?,
+                    },
                 );
-                if inserted {
-                    out.records_added += 1;
-                } else {
-                    out.records_updated += 1;
+            }
+        }
+
+        // New records: record, content and signals in one statement.
+        let mut new_keys: Vec<&str> = Vec::new();
+        let mut new_metas: Vec<String> = Vec::new();
+        let mut new_sig_keys: Vec<&str> = Vec::new();
+        let mut new_sig_types: Vec<&str> = Vec::new();
+        let mut new_sig_values: Vec<&str> = Vec::new();
+        let mut updated: Vec<(&str, &FetchedRecord, batch::Existing)> = Vec::new();
+        for (key, rec) in &merged.upserts {
+            match existing.get(*key) {
+                Some(e) => updated.push((key, rec, *e)),
+                None => {
+                    new_keys.push(key);
+                    new_metas.push(rec.metadata.to_string());
+                    for (t, v) in &rec.signals {
+                        new_sig_keys.push(key);
+                        new_sig_types.push(t);
+                        new_sig_values.push(v);
+                    }
                 }
             }
-            let rids: Vec<i64> = record_of.values().map(|(id, _)| *id).collect();
-            // Content for every record that has none (new records, or content a curator deleted).
-            let created = tx
-                .query(
-                    "INSERT INTO bank_content (bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
-                     SELECT $1, r, 1, $3, $3 FROM unnest($2::bigint[]) AS u(r)
-                     ON CONFLICT (imported_from_id) DO NOTHING
-                     RETURNING id, imported_from_id",
-                    &[&bank_id, &rids, &now],
-                )
-                .await
-                .map_err(pe)?;
-            let mut content_of: HashMap<i64, (i64, bool)> = HashMap::with_capacity(rids.len());
-            for r in &created {
-                content_of.insert(r.try_get(1).map_err(pe)?, (r.try_get(0).map_err(pe)?, true));
-            }
-            let existing_rids: Vec<i64> = rids
+        }
+        if !new_keys.is_empty() {
+            tx.execute(
+                "WITH rec AS (
+                     INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at)
+                     SELECT $1, k, m, $3 FROM unnest($2::text[], $4::text[]) AS u(k, m)
+                     RETURNING id, fetch_key),
+                 con AS (
+                     INSERT INTO bank_content (bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
+                     SELECT $5, id, 1, $3, $3 FROM rec
+                     RETURNING id, imported_from_id)
+                 INSERT INTO content_signal (content_id, signal_type, signal_value, bank_id, created_at)
+                 SELECT con.id, s.t, s.v, $5, $3
+                 FROM unnest($6::text[], $7::text[], $8::text[]) AS s(k, t, v)
+                 JOIN rec ON rec.fetch_key = s.k
+                 JOIN con ON con.imported_from_id = rec.id",
+                &[
+                    &ex_id,
+                    &new_keys,
+                    &now,
+                    &new_metas,
+                    &bank_id,
+                    &new_sig_keys,
+                    &new_sig_types,
+                    &new_sig_values,
+                ],
+            )
+            .await
+            .map_err(pe)?;
+            out.records_added = new_keys.len() as u64;
+        }
+
+        if !updated.is_empty() {
+            out.records_updated = updated.len() as u64;
+            let rids: Vec<i64> = updated.iter().map(|(_, _, e)| e.record_id).collect();
+            let metas: Vec<String> = updated
                 .iter()
-                .copied()
-                .filter(|r| !content_of.contains_key(r))
+                .map(|(_, r, _)| r.metadata.to_string())
                 .collect();
-            if !existing_rids.is_empty() {
+            tx.execute(
+                "UPDATE exchange_record SET metadata_json = u.m, updated_at = $3
+                 FROM unnest($1::bigint[], $2::text[]) AS u(id, m) WHERE exchange_record.id = u.id",
+                &[&rids, &metas, &now],
+            )
+            .await
+            .map_err(pe)?;
+            // Content a curator deleted comes back.
+            let orphans: Vec<i64> = updated
+                .iter()
+                .filter(|(_, _, e)| e.content_id.is_none())
+                .map(|(_, _, e)| e.record_id)
+                .collect();
+            let mut recreated: HashMap<i64, i64> = HashMap::new();
+            if !orphans.is_empty() {
                 let rows = tx
                     .query(
-                        "SELECT id, imported_from_id FROM bank_content WHERE imported_from_id = ANY($1::bigint[])",
-                        &[&existing_rids],
+                        "INSERT INTO bank_content (bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
+                         SELECT $1, r, 1, $3, $3 FROM unnest($2::bigint[]) AS u(r)
+                         RETURNING imported_from_id, id",
+                        &[&bank_id, &orphans, &now],
                     )
                     .await
                     .map_err(pe)?;
                 for r in &rows {
-                    content_of.insert(
-                        r.try_get(1).map_err(pe)?,
-                        (r.try_get(0).map_err(pe)?, false),
-                    );
+                    recreated.insert(r.try_get(0).map_err(pe)?, r.try_get(1).map_err(pe)?);
                 }
             }
-            let mut sig_cids: Vec<i64> = Vec::new();
-            let mut sig_types: Vec<&str> = Vec::new();
-            let mut sig_values: Vec<&str> = Vec::new();
-            let mut old_cids: Vec<i64> = Vec::new();
-            for (key, rec) in &upserts {
-                let (rid, _) = record_of
-                    .get(*key)
-                    .copied()
-                    .ok_or_else(|| StoreError::backend("upserted record missing from RETURNING"))?;
-                let (cid, new_content) = content_of
-                    .get(&rid)
-                    .copied()
-                    .ok_or_else(|| StoreError::backend("content of record missing"))?;
-                if !new_content {
-                    old_cids.push(cid);
-                }
-                for (t, v) in &rec.signals {
-                    sig_cids.push(cid);
-                    sig_types.push(t);
-                    sig_values.push(v);
-                }
+            let mut targets: Vec<(i64, &FetchedRecord)> = Vec::with_capacity(updated.len());
+            for (_, rec, e) in &updated {
+                let cid = match e.content_id {
+                    Some(cid) => cid,
+                    None => *recreated
+                        .get(&e.record_id)
+                        .ok_or_else(|| StoreError::backend("recreated content missing"))?,
+                };
+                targets.push((cid, *rec));
             }
-            if !old_cids.is_empty() {
-                // Drop signal types a record no longer has.
+            let cids: Vec<i64> = targets.iter().map(|(c, _)| *c).collect();
+            let rows = tx
+                .query(
+                    "SELECT content_id, signal_type, signal_value FROM content_signal
+                     WHERE content_id = ANY($1::bigint[])",
+                    &[&cids],
+                )
+                .await
+                .map_err(pe)?;
+            let mut current: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
+            for r in &rows {
+                current
+                    .entry(r.try_get(0).map_err(pe)?)
+                    .or_default()
+                    .insert(r.try_get(1).map_err(pe)?, r.try_get(2).map_err(pe)?);
+            }
+            let diff = batch::diff_signals(&current, &targets);
+            if !diff.delete.is_empty() {
+                let c: Vec<i64> = diff.delete.iter().map(|d| d.0).collect();
+                let t: Vec<&str> = diff.delete.iter().map(|d| d.1.as_str()).collect();
                 tx.execute(
-                    "DELETE FROM content_signal s
-                     WHERE s.content_id = ANY($1::bigint[])
-                       AND (s.content_id, s.signal_type) NOT IN
-                           (SELECT c, t FROM unnest($2::bigint[], $3::text[]) AS u(c, t))",
-                    &[&old_cids, &sig_cids, &sig_types],
+                    "DELETE FROM content_signal s USING unnest($1::bigint[], $2::text[]) AS d(c, t)
+                     WHERE s.content_id = d.c AND s.signal_type = d.t",
+                    &[&c, &t],
                 )
                 .await
                 .map_err(pe)?;
             }
-            tx.execute(
-                "INSERT INTO content_signal (content_id, signal_type, signal_value, bank_id, created_at)
-                 SELECT c, t, v, $4, $5 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(c, t, v)
-                 ON CONFLICT (content_id, signal_type) DO UPDATE
-                     SET signal_value = excluded.signal_value, created_at = excluded.created_at
-                     WHERE content_signal.signal_value IS DISTINCT FROM excluded.signal_value",
-                &[&sig_cids, &sig_types, &sig_values, &bank_id, &now],
-            )
-            .await
-            .map_err(pe)?;
+            if !diff.update.is_empty() {
+                let c: Vec<i64> = diff.update.iter().map(|d| d.0).collect();
+                let t: Vec<&str> = diff.update.iter().map(|d| d.1).collect();
+                let v: Vec<&str> = diff.update.iter().map(|d| d.2).collect();
+                tx.execute(
+                    "UPDATE content_signal s SET signal_value = u.v, created_at = $4
+                     FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(c, t, v)
+                     WHERE s.content_id = u.c AND s.signal_type = u.t",
+                    &[&c, &t, &v, &now],
+                )
+                .await
+                .map_err(pe)?;
+            }
+            if !diff.insert.is_empty() {
+                let c: Vec<i64> = diff.insert.iter().map(|d| d.0).collect();
+                let t: Vec<&str> = diff.insert.iter().map(|d| d.1).collect();
+                let v: Vec<&str> = diff.insert.iter().map(|d| d.2).collect();
+                tx.execute(
+                    "INSERT INTO content_signal (content_id, signal_type, signal_value, bank_id, created_at)
+                     SELECT c, t, v, $4, $5 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(c, t, v)",
+                    &[&c, &t, &v, &bank_id, &now],
+                )
+                .await
+                .map_err(pe)?;
+            }
         }
 
         if self.inner.fault_before_checkpoint.load(Ordering::SeqCst) {

@@ -4,7 +4,7 @@
 
 mod schema;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use rusqlite::{
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use crate::batch;
 use crate::changes::{ChangeSubscription, ContentState, ExchangeState, RawChange, StateSnapshot};
 use crate::error::{Entity, Result, StoreError};
 use crate::model::*;
@@ -1244,27 +1245,13 @@ fn stored_checkpoint(c: &Connection, exchange_id: i64) -> Result<Option<FetchChe
     }
 }
 
-pub(crate) fn check_guard(guard: &CheckpointGuard, stored: Option<&FetchCheckpoint>) -> Result<()> {
-    let ok = match guard {
-        CheckpointGuard::Unchecked => true,
-        CheckpointGuard::Absent => stored.is_none(),
-        CheckpointGuard::Equals(v) => stored.is_some_and(|s| &s.value == v),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(
-            "the stored fetch checkpoint changed since this fetch started".into(),
-        ))
-    }
-}
-
 fn apply_batch(
     tx: &Transaction<'_>,
     inner: &Inner,
     exchange: &str,
     batch: &FetchBatch,
 ) -> Result<BatchOutcome> {
+    let merged = batch::merge(&batch.updates)?;
     let (ex_id, bank_id): (i64, Option<i64>) = tx
         .query_row(
             "SELECT e.id, b.id FROM exchange e LEFT JOIN bank b ON b.exchange_id = e.id WHERE e.name = ?1",
@@ -1276,116 +1263,168 @@ fn apply_batch(
         .ok_or_else(|| StoreError::not_found(Entity::Exchange, exchange))?;
     let bank_id = bank_id
         .ok_or_else(|| StoreError::Conflict(format!("exchange '{exchange}' has no bank")))?;
-    check_guard(&batch.guard, stored_checkpoint(tx, ex_id)?.as_ref())?;
-    let updates = crate::dedupe_batch(&batch.updates)?;
+    batch::check_guard(&batch.guard, stored_checkpoint(tx, ex_id)?.as_ref())?;
     let now = now_secs();
     let mut out = BatchOutcome::default();
+    // Arrays travel as one JSON parameter each (see `to_json`).
 
-    let mut del = tx
-        .prepare_cached("DELETE FROM exchange_record WHERE exchange_id = ?1 AND fetch_key = ?2")
-        .map_err(be)?;
-    let mut find = tx
-        .prepare_cached("SELECT id FROM exchange_record WHERE exchange_id = ?1 AND fetch_key = ?2")
-        .map_err(be)?;
-    let mut ins_rec = tx
-        .prepare_cached(
-            "INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at)
-             VALUES (?1, ?2, ?3, ?4) RETURNING id",
-        )
-        .map_err(be)?;
-    let mut upd_rec = tx
-        .prepare_cached(
-            "UPDATE exchange_record SET metadata_json = ?1, updated_at = ?2 WHERE id = ?3",
-        )
-        .map_err(be)?;
-    let mut find_content = tx
-        .prepare_cached("SELECT id FROM bank_content WHERE imported_from_id = ?1")
-        .map_err(be)?;
-    let mut ins_content = tx
-        .prepare_cached(
-            "INSERT INTO bank_content (bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
-             VALUES (?1, ?2, 1, ?3, ?3) RETURNING id",
-        )
-        .map_err(be)?;
-    let mut ins_sig = tx
-        .prepare_cached(
-            "INSERT INTO content_signal (content_id, signal_type, signal_value, bank_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(be)?;
-    let mut upd_sig = tx
-        .prepare_cached(
-            "UPDATE content_signal SET signal_value = ?1, created_at = ?2
-             WHERE content_id = ?3 AND signal_type = ?4",
-        )
-        .map_err(be)?;
-    let mut del_sig = tx
-        .prepare_cached("DELETE FROM content_signal WHERE content_id = ?1 AND signal_type = ?2")
-        .map_err(be)?;
+    if !merged.deletes.is_empty() {
+        // FK cascades remove content and signals; their triggers log them.
+        out.records_deleted = tx
+            .execute(
+                "DELETE FROM exchange_record
+                 WHERE exchange_id = ?1 AND fetch_key IN (SELECT value FROM json_each(?2))",
+                params![ex_id, to_json(&merged.deletes)?],
+            )
+            .map_err(be)? as u64;
+    }
 
-    for u in updates {
-        let record = match &u.record {
-            Some(r) if !r.signals.is_empty() => r,
-            _ => {
-                out.records_deleted += del.execute(params![ex_id, u.key]).map_err(be)? as u64;
-                continue;
-            }
-        };
-        let meta = json_text(&record.metadata);
-        let existing: Option<i64> = find
-            .query_row(params![ex_id, u.key], |r| r.get(0))
-            .optional()
+    let mut existing: HashMap<String, batch::Existing> = HashMap::new();
+    if !merged.upserts.is_empty() {
+        let keys: Vec<&str> = merged.upserts.iter().map(|(k, _)| *k).collect();
+        let mut st = tx
+            .prepare_cached(
+                "SELECT r.fetch_key, r.id, c.id FROM json_each(?2) j
+                 CROSS JOIN exchange_record r ON r.exchange_id = ?1 AND r.fetch_key = j.value
+                 LEFT JOIN bank_content c ON c.imported_from_id = r.id",
+            )
             .map_err(be)?;
-        match existing {
+        let rows = st
+            .query_map(params![ex_id, to_json(&keys)?], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    batch::Existing {
+                        record_id: r.get(1)?,
+                        content_id: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(be)?;
+        for row in rows {
+            let (k, e) = row.map_err(be)?;
+            existing.insert(k, e);
+        }
+    }
+
+    let mut new_records: Vec<(&str, String)> = Vec::new();
+    let mut new_keys: Vec<&str> = Vec::new();
+    let mut new_signals: Vec<(&str, &str, &str)> = Vec::new();
+    let mut updated: Vec<(&FetchedRecord, batch::Existing)> = Vec::new();
+    for (key, rec) in &merged.upserts {
+        match existing.get(*key) {
+            Some(e) => updated.push((rec, *e)),
             None => {
-                let rid: i64 = ins_rec
-                    .query_row(params![ex_id, u.key, meta, now], |r| r.get(0))
-                    .map_err(be)?;
-                let cid: i64 = ins_content
-                    .query_row(params![bank_id, rid, now], |r| r.get(0))
-                    .map_err(be)?;
-                for (t, v) in &record.signals {
-                    ins_sig
-                        .execute(params![cid, t, v, bank_id, now])
-                        .map_err(be)?;
+                new_records.push((key, rec.metadata.to_string()));
+                new_keys.push(key);
+                for (t, v) in &rec.signals {
+                    new_signals.push((key, t, v));
                 }
-                out.records_added += 1;
             }
-            Some(rid) => {
-                upd_rec.execute(params![meta, now, rid]).map_err(be)?;
-                let cid: Option<i64> = find_content
-                    .query_row([rid], |r| r.get(0))
-                    .optional()
-                    .map_err(be)?;
-                let (cid, current) = match cid {
-                    Some(cid) => (cid, signals_of(tx, cid)?),
-                    None => (
-                        ins_content
-                            .query_row(params![bank_id, rid, now], |r| r.get(0))
-                            .map_err(be)?,
-                        BTreeMap::new(),
-                    ),
-                };
-                for (t, _) in current.iter() {
-                    if !record.signals.iter().any(|(nt, _)| nt == t) {
-                        del_sig.execute(params![cid, t]).map_err(be)?;
-                    }
-                }
-                for (t, v) in &record.signals {
-                    match current.get(t) {
-                        Some(old) if old == v => {}
-                        Some(_) => {
-                            upd_sig.execute(params![v, now, cid, t]).map_err(be)?;
-                        }
-                        None => {
-                            ins_sig
-                                .execute(params![cid, t, v, bank_id, now])
-                                .map_err(be)?;
-                        }
-                    }
-                }
-                out.records_updated += 1;
+        }
+    }
+    if !new_records.is_empty() {
+        tx.execute(
+            "INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at)
+             SELECT ?1, j.value ->> 0, j.value ->> 1, ?2 FROM json_each(?3) j",
+            params![ex_id, now, to_json(&new_records)?],
+        )
+        .map_err(be)?;
+        tx.execute(
+            "INSERT INTO bank_content (bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
+             SELECT ?1, r.id, 1, ?2, ?2 FROM json_each(?3) j
+             CROSS JOIN exchange_record r ON r.exchange_id = ?4 AND r.fetch_key = j.value",
+            params![bank_id, now, to_json(&new_keys)?, ex_id],
+        )
+        .map_err(be)?;
+        tx.execute(
+            "INSERT INTO content_signal (content_id, signal_type, signal_value, bank_id, created_at)
+             SELECT c.id, j.value ->> 1, j.value ->> 2, ?1, ?2 FROM json_each(?3) j
+             CROSS JOIN exchange_record r ON r.exchange_id = ?4 AND r.fetch_key = j.value ->> 0
+             CROSS JOIN bank_content c ON c.imported_from_id = r.id",
+            params![bank_id, now, to_json(&new_signals)?, ex_id],
+        )
+        .map_err(be)?;
+        out.records_added = new_records.len() as u64;
+    }
+
+    if !updated.is_empty() {
+        out.records_updated = updated.len() as u64;
+        let metas: Vec<(i64, String)> = updated
+            .iter()
+            .map(|(r, e)| (e.record_id, r.metadata.to_string()))
+            .collect();
+        tx.execute(
+            "UPDATE exchange_record SET metadata_json = j.value ->> 1, updated_at = ?1
+             FROM json_each(?2) j WHERE exchange_record.id = j.value ->> 0",
+            params![now, to_json(&metas)?],
+        )
+        .map_err(be)?;
+        let mut ins_content = tx
+            .prepare_cached(
+                "INSERT INTO bank_content (bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
+                 VALUES (?1, ?2, 1, ?3, ?3) RETURNING id",
+            )
+            .map_err(be)?;
+        let mut targets: Vec<(i64, &FetchedRecord)> = Vec::with_capacity(updated.len());
+        for (rec, e) in &updated {
+            let cid = match e.content_id {
+                Some(cid) => cid,
+                // Content a curator deleted comes back.
+                None => ins_content
+                    .query_row(params![bank_id, e.record_id, now], |r| r.get(0))
+                    .map_err(be)?,
+            };
+            targets.push((cid, *rec));
+        }
+        let cids: Vec<i64> = targets.iter().map(|(c, _)| *c).collect();
+        let mut current: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "SELECT content_id, signal_type, signal_value FROM content_signal
+                     WHERE content_id IN (SELECT value FROM json_each(?1))",
+                )
+                .map_err(be)?;
+            let rows = st
+                .query_map([to_json(&cids)?], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(be)?;
+            for row in rows {
+                let (c, t, v) = row.map_err(be)?;
+                current.entry(c).or_default().insert(t, v);
             }
+        }
+        let diff = batch::diff_signals(&current, &targets);
+        let mut del_sig = tx
+            .prepare_cached("DELETE FROM content_signal WHERE content_id = ?1 AND signal_type = ?2")
+            .map_err(be)?;
+        for (c, t) in &diff.delete {
+            del_sig.execute(params![c, t]).map_err(be)?;
+        }
+        let mut upd_sig = tx
+            .prepare_cached(
+                "UPDATE content_signal SET signal_value = ?1, created_at = ?2
+                 WHERE content_id = ?3 AND signal_type = ?4",
+            )
+            .map_err(be)?;
+        for (c, t, v) in &diff.update {
+            upd_sig.execute(params![v, now, c, t]).map_err(be)?;
+        }
+        let mut ins_sig = tx
+            .prepare_cached(
+                "INSERT INTO content_signal (content_id, signal_type, signal_value, bank_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(be)?;
+        for (c, t, v) in &diff.insert {
+            ins_sig
+                .execute(params![c, t, v, bank_id, now])
+                .map_err(be)?;
         }
     }
 
@@ -1409,6 +1448,12 @@ fn apply_batch(
     Ok(out)
 }
 
+/// Serialises a batch array to one JSON text parameter, unpacked in SQL by `json_each`, so
+/// that a batch costs a handful of statements instead of several per record.
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(StoreError::backend)
+}
+
 fn overrides(c: &Connection) -> Result<Vec<SignalTypeOverride>> {
     let mut st = c
         .prepare_cached("SELECT name, enabled_ratio FROM signal_type_override ORDER BY name")
@@ -1425,12 +1470,9 @@ fn overrides(c: &Connection) -> Result<Vec<SignalTypeOverride>> {
 }
 
 fn current_seq(c: &Connection) -> Result<i64> {
-    c.query_row(
-        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'change_log'), 0),
-                    COALESCE((SELECT MAX(seq) FROM change_log), 0))",
-        [],
-        |r| r.get(0),
-    )
+    c.query_row("SELECT COALESCE(MAX(seq), 0) FROM change_log", [], |r| {
+        r.get(0)
+    })
     .map_err(be)
 }
 

@@ -23,7 +23,7 @@ CREATE TABLE bank (
 );
 
 CREATE TABLE exchange_record (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     exchange_id INTEGER NOT NULL REFERENCES exchange(id) ON DELETE CASCADE,
     fetch_key TEXT NOT NULL,
     metadata_json TEXT NOT NULL,
@@ -86,8 +86,10 @@ CREATE TABLE signal_type_override (
 );
 
 -- kind: 1 signal, 2 content, 3 bank, 4 exchange, 5 signal type; op: 1 upsert, 2 delete.
+-- seq is the rowid (MAX + 1, cheaper than AUTOINCREMENT): it never goes backwards because
+-- pruning always keeps the newest row, and a rolled-back seq was never visible to anyone.
 CREATE TABLE change_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     kind INTEGER NOT NULL,
     op INTEGER NOT NULL,
     content_id INTEGER,

@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod fetch;
 pub mod hash;
+pub mod migrate;
 pub mod serve;
