@@ -34,7 +34,7 @@
 //! until after commit (see [`changes`]), so they cannot share a WAL flush: the rate of small
 //! change-logged transactions is bounded by 1 / (commit fsync latency), whatever the number
 //! of writers. Fetch batches (thousands of records per transaction) are unaffected; curator
-//! writes are human-paced. `docs/bench/store.md` has the measured figures. Reads never take
+//! writes are human-paced. `BENCHMARKS.md` at the repository root has the measured figures. Reads never take
 //! the lock.
 //!
 //! # Data model notes
