@@ -136,6 +136,7 @@ pub async fn start_with_shutdown(
         state.health.clone(),
         Duration::from_millis(state.config.matcher_poll_interval_ms.max(10)),
     ));
+    let fetch_task = state.config.task_fetcher.then(|| spawn_fetcher(&state));
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         let shutdown = async move {
@@ -150,6 +151,11 @@ pub async fn start_with_shutdown(
             .await
             .map_err(ServerError::Serve);
         sync.abort();
+        // Dropping a fetch mid-batch is safe: each batch and its checkpoint are one store
+        // transaction, so the next run resumes from the last stored checkpoint.
+        if let Some(task) = fetch_task {
+            task.abort();
+        }
         result
     });
     tracing::info!(%addr, "omm serving");
@@ -159,6 +165,29 @@ pub async fn start_with_shutdown(
         shutdown: Some(tx),
         handle,
     })
+}
+
+/// Starts the exchange fetcher (`task_fetcher`): every enabled exchange is fetched from its
+/// checkpoint every `task_fetcher_interval_seconds`, starting now. The store's fetch lease keeps
+/// several `omm serve` processes on one database from fetching the same exchange at once.
+fn spawn_fetcher(state: &AppState) -> JoinHandle<()> {
+    let settings = omm_exchange::fetcher::FetcherSettings {
+        interval: Duration::from_secs(state.config.task_fetcher_interval_seconds.max(1)),
+        signal_types: Some(
+            state
+                .signal_types
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect(),
+        ),
+        ..omm_exchange::fetcher::FetcherSettings::default()
+    };
+    let fetcher = omm_exchange::fetcher::Fetcher::new(state.store.clone(), settings);
+    tracing::info!(
+        interval_seconds = state.config.task_fetcher_interval_seconds,
+        "exchange fetcher started"
+    );
+    tokio::spawn(async move { fetcher.run(std::future::pending::<()>()).await })
 }
 
 /// Starts the server in the background; stop it with [`RunningServer::shutdown`].

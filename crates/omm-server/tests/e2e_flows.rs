@@ -1205,3 +1205,48 @@ async fn two_servers_on_one_postgres() {
     let id = got.1["id"].clone();
     wait_lookup(&b, &pdq, "", |v| v["SHARED"][0]["bank_content_id"] == id).await;
 }
+
+/// `task_fetcher`: an exchange created through the API is fetched by the server's background
+/// task (no `omm fetch`, no restart), its status says so, and its hashes match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_fetcher_imports_a_sample_exchange() {
+    for backend in backends() {
+        let t = TestServer::start_on(backend, |c| {
+            c.task_fetcher = true;
+            c.task_fetcher_interval_seconds = 1;
+            c.matcher_poll_interval_ms = 50;
+        })
+        .await;
+        let got = t
+            .send_json(
+                t.client
+                    .post(t.url("/c/exchanges"))
+                    .json(&json!({"bank": "SAMPLE_FEED", "api": "sample"})),
+            )
+            .await;
+        assert_eq!(got.0, StatusCode::CREATED, "{backend:?}: {}", got.1);
+
+        // One of the sample exchange's PDQ examples (bridge-mods/aaa-orig.jpg).
+        let pdq = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22";
+        let waited = wait_until(Duration::from_secs(30), || async {
+            lookup(&t, pdq, "&bypass_coinflip=true")
+                .await
+                .get("SAMPLE_FEED")
+                .is_some_and(|hits| hits.as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .await;
+        assert!(
+            waited.is_some(),
+            "{backend:?}: the background fetcher did not import the sample exchange"
+        );
+
+        let (status, st) = t.get_json("/c/exchange/SAMPLE_FEED/status").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(st["last_fetch_succeeded"], json!(true), "{backend:?}: {st}");
+        assert!(
+            st["fetched_items"].as_i64().is_some_and(|n| n > 0),
+            "{backend:?}: {st}"
+        );
+        t.server.shutdown().await.unwrap();
+    }
+}

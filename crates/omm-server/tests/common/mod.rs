@@ -163,6 +163,8 @@ impl TestServer {
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
+            // Tests that want the background fetcher turn it on themselves.
+            task_fetcher: false,
             ..ServerConfig::default()
         };
         adjust(&mut config);
