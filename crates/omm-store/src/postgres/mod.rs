@@ -9,6 +9,7 @@
 //! between the advisory lock and row locks.
 
 mod schema;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Client, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::batch;
 use crate::changes::{ChangeSubscription, ContentState, ExchangeState, RawChange, StateSnapshot};
@@ -42,8 +44,8 @@ pub(crate) struct PgStore {
 struct PgInner {
     primary: Pool,
     replica: Option<Pool>,
-    /// Config of the primary, for the dedicated LISTEN connection.
-    listen_config: tokio_postgres::Config,
+    /// Config and TLS connector of the primary, for the dedicated LISTEN connection.
+    listen_config: (tokio_postgres::Config, MakeRustlsConnect),
     schema: Option<String>,
     notify: watch::Sender<u64>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -83,10 +85,13 @@ fn make_pool(
     url: &str,
     schema: Option<&str>,
     max: usize,
-) -> Result<(Pool, tokio_postgres::Config)> {
-    let mut cfg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| StoreError::InvalidArgument(format!("invalid PostgreSQL URL: {e}")))?;
+) -> Result<(Pool, (tokio_postgres::Config, MakeRustlsConnect))> {
+    let tls::ConnectSpec {
+        config: mut cfg,
+        tls,
+        verify,
+    } = tls::parse(url)?;
+    tracing::debug!(ssl_mode = ?cfg.get_ssl_mode(), ?verify, "PostgreSQL connection settings");
     if let Some(s) = schema {
         cfg.options(format!("-c search_path={s}"));
     }
@@ -95,7 +100,7 @@ fn make_pool(
     }
     let mgr = Manager::from_config(
         cfg.clone(),
-        NoTls,
+        tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -104,7 +109,7 @@ fn make_pool(
         .max_size(max.max(1))
         .build()
         .map_err(StoreError::backend)?;
-    Ok((pool, cfg))
+    Ok((pool, (cfg, tls)))
 }
 
 async fn get(pool: &Pool) -> Result<Object> {
@@ -1189,13 +1194,13 @@ impl PgStore {
 /// notification for our schema, and once after each (re)connect since hints may have been
 /// missed meanwhile.
 async fn listen_loop(
-    cfg: tokio_postgres::Config,
+    (cfg, tls): (tokio_postgres::Config, MakeRustlsConnect),
     schema: Option<String>,
     notify: watch::Sender<u64>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match cfg.connect(NoTls).await {
+        match cfg.connect(tls.clone()).await {
             Ok((client, mut conn)) => {
                 let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {
