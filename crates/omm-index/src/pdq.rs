@@ -53,6 +53,13 @@ const WRITE_CHUNK: usize = 1 << 16;
 /// Batches touching more (key, slot) pairs per table than this rebuild the table directly.
 const PATCH_LIMIT: usize = 1 << 16;
 
+/// Widest chunk any layout has (11 tables: 24 bits).
+const MAX_CHUNK_WIDTH: u32 = 24;
+/// Entry count from which [`PdqIndexConfig::for_len`] picks [`WIDE_TABLES`] tables.
+const WIDE_LAYOUT_FROM: usize = 3_000_000;
+/// Table count of the layout for large indexes.
+const WIDE_TABLES: usize = 13;
+
 /// Layout of a [`PdqIndex`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PdqIndexConfig {
@@ -70,6 +77,19 @@ impl Default for PdqIndexConfig {
 }
 
 impl PdqIndexConfig {
+    /// The layout [`PdqIndex::new`] builds for `n` entries: 16 tables of 16 bits up to a few
+    /// million entries, fewer and wider tables above (fewer candidates per query for more, but
+    /// cheaper, probes; see BENCHMARKS.md for the measurements behind the cut-off).
+    pub fn for_len(n: usize) -> Self {
+        Self::for_len_from(n, WIDE_LAYOUT_FROM)
+    }
+
+    fn for_len_from(n: usize, wide_from: usize) -> Self {
+        PdqIndexConfig {
+            tables: if n >= wide_from { WIDE_TABLES } else { 16 },
+        }
+    }
+
     fn chunks(&self) -> Result<Vec<Chunk>, IndexError> {
         if !(11..=32).contains(&self.tables) {
             return Err(IndexError::InvalidConfig(format!(
@@ -561,7 +581,10 @@ impl Inner {
                 if r >= 0 {
                     let qk = table.chunk.of(q);
                     for j in 0..=r as u32 {
-                        for_each_mask(table.chunk.width, j, |mask| keys.push(qk ^ mask));
+                        match cached_masks(table.chunk.width, j) {
+                            Some(masks) => keys.extend(masks.iter().map(|&m| qk ^ m)),
+                            None => for_each_mask(table.chunk.width, j, |m| keys.push(qk ^ m)),
+                        }
                     }
                 }
                 key_ends[k + 1] = keys.len();
@@ -755,6 +778,31 @@ fn binomial(n: u32, k: u32) -> f64 {
     (0..k).fold(1.0, |acc, i| acc * f64::from(n - i) / f64::from(i + 1))
 }
 
+/// Largest number of set bits [`cached_masks`] keeps lists for.
+const CACHED_ONES: u32 = 3;
+
+/// Every `width`-bit mask with exactly `ones` set bits, for `ones <= CACHED_ONES` (computed
+/// once: wide tables probe up to ~1,500 keys per query, and Gosper's hack divides per mask).
+fn cached_masks(width: u32, ones: u32) -> Option<&'static [u32]> {
+    static MASKS: std::sync::OnceLock<Vec<Vec<Vec<u32>>>> = std::sync::OnceLock::new();
+    let all = MASKS.get_or_init(|| {
+        (0..=MAX_CHUNK_WIDTH)
+            .map(|w| {
+                (0..=CACHED_ONES)
+                    .map(|j| {
+                        let mut v = Vec::new();
+                        for_each_mask(w, j, |m| v.push(m));
+                        v
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    all.get(width as usize)?
+        .get(ones as usize)
+        .map(Vec::as_slice)
+}
+
 /// Calls `f` with every `width`-bit mask of exactly `ones` set bits (Gosper's hack).
 #[inline(always)]
 fn for_each_mask(width: u32, ones: u32, mut f: impl FnMut(u32)) {
@@ -781,30 +829,53 @@ fn for_each_mask(width: u32, ones: u32, mut f: impl FnMut(u32)) {
 /// Several ids may share one code, and one id may be stored under several codes; the stored
 /// unit is the pair (code, id), inserted at most once.
 pub struct PdqIndex {
-    config: PdqIndexConfig,
-    chunks: Vec<Chunk>,
+    /// The layout given at construction; `None`: chosen from the size (see [`PdqIndex::new`]).
+    fixed: Option<PdqIndexConfig>,
+    /// Size from which the automatic layout is the wide one (a field so that tests can lower it).
+    wide_from: usize,
     inner: RwLock<Inner>,
 }
 
 impl PdqIndex {
-    /// An empty index with the default layout (16 tables of 16 bits).
+    /// An empty index whose layout follows its size: it starts with the default layout and
+    /// takes [`PdqIndexConfig::for_len`] of the entry count whenever it is built in bulk (a
+    /// snapshot load, or a batch applied to an empty index). Growing by small batches keeps
+    /// the current layout (changing it means rebuilding every table); the next snapshot load
+    /// re-chooses.
     pub fn new() -> Self {
-        Self::with_config(PdqIndexConfig::default()).unwrap_or_else(|_| unreachable!())
+        let chunks = PdqIndexConfig::default()
+            .chunks()
+            .unwrap_or_else(|_| unreachable!());
+        PdqIndex {
+            fixed: None,
+            wide_from: WIDE_LAYOUT_FROM,
+            inner: RwLock::new(Inner::new(&chunks)),
+        }
     }
 
-    /// An empty index with the given layout.
+    /// An empty index with the given layout, kept whatever its size.
     pub fn with_config(config: PdqIndexConfig) -> Result<Self, IndexError> {
         let chunks = config.chunks()?;
         Ok(PdqIndex {
-            config,
+            fixed: Some(config),
+            wide_from: WIDE_LAYOUT_FROM,
             inner: RwLock::new(Inner::new(&chunks)),
-            chunks,
         })
     }
 
-    /// The layout.
+    /// The current layout.
     pub fn config(&self) -> PdqIndexConfig {
-        self.config
+        PdqIndexConfig {
+            tables: self.inner.read().tables.len(),
+        }
+    }
+
+    /// The layout to build for `n` entries.
+    fn layout_for(&self, n: usize) -> Vec<Chunk> {
+        self.fixed
+            .unwrap_or_else(|| PdqIndexConfig::for_len_from(n, self.wide_from))
+            .chunks()
+            .unwrap_or_else(|_| unreachable!("layouts are validated at construction"))
     }
 
     /// Number of stored (code, id) pairs.
@@ -856,6 +927,16 @@ impl PdqIndex {
     /// If the index would exceed `u32::MAX - 1` slots (about 4 billion entries).
     pub fn apply(&self, ops: &[PdqOp]) -> ApplyStats {
         let mut stats = ApplyStats::default();
+        if self.fixed.is_none() && ops.len() >= PATCH_LIMIT {
+            // A bulk load into an empty index: take the layout for its final size now, while
+            // switching costs nothing.
+            let inserts = ops.iter().filter(|op| op.parts().2).count();
+            let chunks = self.layout_for(inserts);
+            let mut w = self.inner.write();
+            if w.storage.len == 0 && w.tables.len() != chunks.len() {
+                *w = Inner::new(&chunks);
+            }
+        }
         let mut rest = ops;
         while !rest.is_empty() {
             let size = MIN_SUB_BATCH.max(self.len()).min(rest.len());
@@ -875,7 +956,8 @@ impl PdqIndex {
     fn apply_sub_batch(&self, ops: &[PdqOp]) -> ApplyStats {
         let mut stats = ApplyStats::default();
         let guard = self.inner.upgradable_read();
-        let chunk0 = self.chunks[0];
+        let chunks: Vec<Chunk> = guard.tables.iter().map(|t| t.chunk).collect();
+        let chunk0 = chunks[0];
 
         // 1. Resolve the batch against the index (readers keep running).
         let mut order: Vec<(u32, Code256, u64, u32)> = ops
@@ -958,8 +1040,7 @@ impl PdqIndex {
                 removed_bits[s as usize / 64] |= 1 << (s % 64);
             }
         }
-        for k in 0..self.chunks.len() {
-            let chunk = self.chunks[k];
+        for (k, &chunk) in chunks.iter().enumerate() {
             let mut rm: Vec<(u32, u32)> = removes
                 .iter()
                 .map(|&s| (chunk.of(guard.storage.code(s)), s))
@@ -1028,7 +1109,7 @@ impl PdqIndex {
             SnapshotKind::Pdq,
             watermark,
             count,
-            self.config.tables as u64,
+            self.config().tables as u64,
         )
     }
 
@@ -1070,7 +1151,7 @@ impl PdqIndex {
             }
         }
         let header = reader.finish()?;
-        let tables = build_tables(&self.chunks, &storage, slot);
+        let tables = build_tables(&self.layout_for(slot as usize), &storage, slot);
         let fresh = Inner { tables, storage };
         let old = std::mem::replace(&mut *self.inner.write(), fresh);
         drop(old);
@@ -1158,6 +1239,87 @@ mod tests {
         let mut zero = 0;
         for_each_mask(16, 0, |m| zero += m + 1);
         assert_eq!(zero, 1);
+    }
+
+    #[test]
+    fn cached_masks_match_gosper() {
+        for w in [1, 16, 19, 20, 24] {
+            for j in 0..=CACHED_ONES {
+                let mut v = Vec::new();
+                for_each_mask(w, j, |m| v.push(m));
+                assert_eq!(cached_masks(w, j), Some(v.as_slice()));
+            }
+        }
+        assert_eq!(cached_masks(16, CACHED_ONES + 1), None);
+    }
+
+    /// The automatic layout switches on bulk builds (a big batch into an empty index, a
+    /// snapshot load) and answers exactly like a scan in both layouts.
+    #[test]
+    fn automatic_layout_follows_bulk_size() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let codes: Vec<Code256> = (0..70_000)
+            .map(|_| [next(), next(), next(), next()])
+            .collect();
+        let small = PdqIndex {
+            wide_from: 70_000,
+            ..PdqIndex::new()
+        };
+        assert_eq!(small.config().tables, 16);
+        small.apply(&[PdqOp::Insert(codes[0], 0)]);
+        small.apply(&[PdqOp::Remove(codes[0], 0)]);
+        let ops: Vec<PdqOp> = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| PdqOp::Insert(c, i as u64))
+            .collect();
+        small.apply(&ops);
+        assert_eq!(small.config().tables, WIDE_TABLES);
+        let check = |index: &PdqIndex| {
+            for (i, q) in codes.iter().step_by(9_999).enumerate() {
+                let mut q = *q;
+                q[i % 4] ^= (1u64 << (i * 7 % 64)) | 0xf0f0;
+                for t in [0, 9, 30, 31, 32, 40] {
+                    let want: Vec<Hit> = {
+                        let mut v: Vec<Hit> = codes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| hamming(c, &q) <= t)
+                            .map(|(id, c)| Hit {
+                                distance: hamming(c, &q),
+                                id: id as u64,
+                            })
+                            .collect();
+                        v.sort_unstable();
+                        v
+                    };
+                    assert_eq!(index.query(&q, t), want, "threshold {t}");
+                }
+            }
+        };
+        check(&small);
+        let dir = std::env::temp_dir().join(format!("omm-index-auto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("auto.snap");
+        small.write_snapshot(&path, 5).unwrap();
+        let reloaded = PdqIndex {
+            wide_from: 1_000_000,
+            ..PdqIndex::new()
+        };
+        assert_eq!(reloaded.load_snapshot(&path).unwrap(), 5);
+        assert_eq!(reloaded.config().tables, 16);
+        check(&reloaded);
+        let fixed = PdqIndex::with_config(PdqIndexConfig { tables: 20 }).unwrap();
+        fixed.load_snapshot(&path).unwrap();
+        assert_eq!(fixed.config().tables, 20);
+        check(&fixed);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
