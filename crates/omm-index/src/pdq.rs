@@ -164,11 +164,14 @@ impl Chunk {
 /// Asks the kernel to back a large allocation with transparent huge pages (fewer TLB misses on
 /// random accesses). Purely advisory.
 fn advise_huge<T>(slice: &[T]) {
+    advise_huge_range(slice.as_ptr() as usize, std::mem::size_of_val(slice));
+}
+
+/// [`advise_huge`] for `len` bytes at address `start` (memory owned by the caller).
+fn advise_huge_range(start: usize, len: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let start = slice.as_ptr() as usize;
-        let len = std::mem::size_of_val(slice);
         let aligned = (start + HUGE - 1) & !(HUGE - 1);
         let end = (start + len) & !(HUGE - 1);
         if end > aligned {
@@ -183,7 +186,7 @@ fn advise_huge<T>(slice: &[T]) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = slice;
+    let _ = (start, len);
 }
 
 fn zeroed_vec<T: Clone + Default>(len: usize) -> Vec<T> {
@@ -326,12 +329,12 @@ impl Table {
 
     /// Builds a table from scratch over slots `0..n` (all live).
     ///
-    /// A two-level placement: (key, slot) pairs are first partitioned by the top 8 key bits
-    /// (256 write streams, cache friendly), then placed partition by partition, so that the
-    /// directory entries and arena range being written stay in cache. A direct scatter into
-    /// 2^16 buckets misses the cache on almost every entry.
-    /// `keys` and `pairs` are scratch buffers, reused across tables (fresh memory costs page
-    /// faults and zeroing).
+    /// A two-level counting sort: (key, slot) pairs are first partitioned by the top 8 key bits
+    /// (256 write streams, cache friendly), then each partition is counted and placed on its
+    /// own, so that its counters, directory entries and arena range stay in cache. A direct
+    /// scatter into 2^20 buckets (or a full-width histogram) misses the cache on almost every
+    /// entry. `keys` and `pairs` are scratch buffers, reused across tables (fresh memory costs
+    /// page faults and zeroing).
     fn build(
         chunk: Chunk,
         storage: &Storage,
@@ -340,33 +343,22 @@ impl Table {
         pairs: &mut Vec<(u32, u32)>,
     ) -> Self {
         let buckets = 1usize << chunk.width;
-        let mut counts = vec![0u32; buckets];
+        let shift = chunk.width.saturating_sub(8);
+        let parts = 1usize << (chunk.width - shift);
+        let mut part_len = vec![0usize; parts];
         keys.clear();
         keys.reserve(n as usize);
         storage.for_each_code(n, |_, code| {
             let k = chunk.of(code);
-            counts[k as usize] += 1;
+            part_len[(k >> shift) as usize] += 1;
             keys.push(k);
         });
-        let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
-        let mut total = 0u32;
-        for (entry, &c) in dir.iter_mut().zip(&counts) {
-            *entry = [total, 0];
-            total += c + slack(c);
-        }
-        dir[buckets] = [total, 0];
-        let shift = chunk.width.saturating_sub(8);
-        let parts = 1usize << (chunk.width - shift);
         let mut next = vec![0usize; parts];
         let mut acc = 0usize;
-        for (p, start) in next.iter_mut().enumerate() {
+        for (start, &len) in next.iter_mut().zip(&part_len) {
             *start = acc;
-            acc += counts[p << shift..(p + 1) << shift]
-                .iter()
-                .map(|&c| c as usize)
-                .sum::<usize>();
+            acc += len;
         }
-        drop(counts);
         pairs.clear();
         pairs.resize(keys.len(), (0, 0));
         for (slot, &k) in keys.iter().enumerate() {
@@ -374,12 +366,35 @@ impl Table {
             pairs[next[p]] = (k, slot as u32);
             next[p] += 1;
         }
-        let mut arena: Vec<u32> = zeroed_vec(total as usize);
-        for &(k, slot) in pairs.iter() {
-            let [start, len] = dir[k as usize];
-            arena[(start + len) as usize] = slot;
-            dir[k as usize][1] = len + 1;
+        let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
+        // Upper bound of entries plus slack, so that the arena never reallocates; pages past
+        // the final length are never touched, so they cost no memory.
+        let bound = n as usize + n as usize / 16 + 2 * buckets.min(n as usize);
+        let mut arena: Vec<u32> = Vec::with_capacity(bound);
+        advise_huge_range(arena.as_ptr() as usize, bound * 4);
+        let local_mask = (1u32 << shift) - 1;
+        let mut counts = vec![0u32; 1 << shift];
+        let mut begin = 0;
+        for (p, &len) in part_len.iter().enumerate() {
+            let part = &pairs[begin..begin + len];
+            begin += len;
+            counts.fill(0);
+            for &(k, _) in part {
+                counts[(k & local_mask) as usize] += 1;
+            }
+            let mut total = arena.len() as u32;
+            for (entry, &c) in dir[p << shift..(p + 1) << shift].iter_mut().zip(&counts) {
+                *entry = [total, 0];
+                total += c + slack(c);
+            }
+            arena.resize(total as usize, 0);
+            for &(k, slot) in part {
+                let [start, len] = dir[k as usize];
+                arena[(start + len) as usize] = slot;
+                dir[k as usize][1] = len + 1;
+            }
         }
+        dir[buckets] = [arena.len() as u32, 0];
         Table { chunk, dir, arena }
     }
 
