@@ -294,10 +294,12 @@ impl Storage {
     }
 }
 
-/// Spare capacity given to a bucket of `len` entries when a table is (re)built.
+/// Spare capacity given to a bucket of `len` entries when a table is (re)built. Empty buckets
+/// get some too: in wide tables (2^20 buckets) a few are empty even at 10M entries, and an
+/// insert into a bucket without room rebuilds the whole table.
 #[inline]
 fn slack(len: u32) -> u32 {
-    len / 16 + 2 * u32::from(len > 0)
+    len / 16 + 2
 }
 
 /// One multi-index table: a directory of `2^width + 1` `[start, len]` pairs into `arena`; the
@@ -400,52 +402,91 @@ impl Table {
 
     /// Builds a copy of this table with `removes` and `adds` (`(key, slot)`, any order) applied;
     /// `removed` has the bit of every removed slot set.
+    ///
+    /// Like [`Table::build`], changes are first partitioned by the top 8 key bits and each
+    /// partition of buckets is then rebuilt on its own, so that the random accesses stay in
+    /// cache however large the batch.
     fn rebuilt(&self, removes: &[(u32, u32)], adds: &[(u32, u32)], removed: &[u64]) -> Self {
         let buckets = 1usize << self.chunk.width;
-        let mut counts: Vec<u32> = self.dir[..buckets].iter().map(|e| e[1]).collect();
-        for &(key, _) in removes {
-            counts[key as usize] -= 1;
-        }
-        for &(key, _) in adds {
-            counts[key as usize] += 1;
-        }
+        let shift = self.chunk.width.saturating_sub(8);
+        let parts = 1usize << (self.chunk.width - shift);
+        let partition = |changes: &[(u32, u32)]| {
+            let mut len = vec![0usize; parts + 1];
+            for &(k, _) in changes {
+                len[(k >> shift) as usize + 1] += 1;
+            }
+            for p in 0..parts {
+                len[p + 1] += len[p];
+            }
+            let mut next = len.clone();
+            let mut out = vec![(0u32, 0u32); changes.len()];
+            for &(k, slot) in changes {
+                let p = (k >> shift) as usize;
+                out[next[p]] = (k, slot);
+                next[p] += 1;
+            }
+            (len, out)
+        };
+        let (rm_at, rm) = partition(removes);
+        let (add_at, ad) = partition(adds);
+        let old_len: usize = self.dir[..buckets].iter().map(|e| e[1] as usize).sum();
+        let n = old_len + adds.len() - removes.len();
         let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
-        let mut total = 0u32;
-        for (entry, &n) in dir.iter_mut().zip(&counts) {
-            *entry = [total, 0];
-            total += n + slack(n);
-        }
-        dir[buckets] = [total, 0];
-        drop(counts);
-        let mut arena: Vec<u32> = zeroed_vec(total as usize);
+        // Upper bound, as in `build`: no reallocation, untouched pages cost nothing.
+        let bound = n + n / 16 + 2 * buckets.min(n);
+        let mut arena: Vec<u32> = Vec::with_capacity(bound);
+        advise_huge_range(arena.as_ptr() as usize, bound * 4);
         let is_removed = |s: u32| {
             removed
                 .get(s as usize / 64)
                 .is_some_and(|w| w & (1 << (s % 64)) != 0)
         };
-        for (b, entry) in dir.iter_mut().enumerate().take(buckets) {
-            let start = entry[0] as usize;
-            let old = self.bucket(b as u32);
-            let len = if removes.is_empty() {
-                arena[start..start + old.len()].copy_from_slice(old);
-                old.len()
-            } else {
-                let mut len = 0;
-                for &s in old {
-                    if !is_removed(s) {
-                        arena[start + len] = s;
-                        len += 1;
+        let local_mask = (1u32 << shift) - 1;
+        let mut counts = vec![0u32; 1 << shift];
+        for p in 0..parts {
+            let first = p << shift;
+            let part_rm = &rm[rm_at[p]..rm_at[p + 1]];
+            let part_ad = &ad[add_at[p]..add_at[p + 1]];
+            for (c, e) in counts.iter_mut().zip(&self.dir[first..first + (1 << shift)]) {
+                *c = e[1];
+            }
+            for &(k, _) in part_rm {
+                counts[(k & local_mask) as usize] -= 1;
+            }
+            for &(k, _) in part_ad {
+                counts[(k & local_mask) as usize] += 1;
+            }
+            let mut total = arena.len() as u32;
+            for (entry, &c) in dir[first..first + (1 << shift)].iter_mut().zip(&counts) {
+                *entry = [total, 0];
+                total += c + slack(c);
+            }
+            arena.resize(total as usize, 0);
+            for (j, entry) in dir[first..first + (1 << shift)].iter_mut().enumerate() {
+                let old = self.bucket((first + j) as u32);
+                let start = entry[0] as usize;
+                let len = if part_rm.is_empty() {
+                    arena[start..start + old.len()].copy_from_slice(old);
+                    old.len()
+                } else {
+                    let mut len = 0;
+                    for &s in old {
+                        if !is_removed(s) {
+                            arena[start + len] = s;
+                            len += 1;
+                        }
                     }
-                }
-                len
-            };
-            entry[1] = len as u32;
+                    len
+                };
+                entry[1] = len as u32;
+            }
+            for &(k, slot) in part_ad {
+                let [start, len] = dir[k as usize];
+                arena[(start + len) as usize] = slot;
+                dir[k as usize][1] = len + 1;
+            }
         }
-        for &(key, slot) in adds {
-            let [start, len] = dir[key as usize];
-            arena[(start + len) as usize] = slot;
-            dir[key as usize][1] = len + 1;
-        }
+        dir[buckets] = [arena.len() as u32, 0];
         Table {
             chunk: self.chunk,
             dir,
