@@ -4,11 +4,14 @@
 //!
 //! Entries live in a slab of *slots*: slot `s` holds a code and an id in fixed 64 Ki-entry pages
 //! (no reallocation, so the slab never doubles while growing). The 256 bits are split into `m`
-//! disjoint chunks (default 16 × 16 bits). Table `k` maps the value of chunk `k` to the slots
+//! disjoint chunks: 16 × 16 bits for small indexes, 13 chunks of 19–20 bits from 500,000 entries
+//! (see [`PdqIndexConfig::for_len`]; fewer candidates for more, cheaper probes). Table `k` maps the value of chunk `k` to the slots
 //! whose code has that value: a directly addressed directory of `2^w` `(start, len)` pairs into
 //! one flat `u32` arena, where every bucket keeps some spare capacity so that inserts and removes
 //! happen in place. When a batch does not fit into a table's spare capacity, only that table is
-//! rebuilt (one table at a time, so memory grows by at most one table's arena).
+//! rebuilt (one table at a time, so memory grows by at most one table's arena). Full builds and
+//! bulk rebuilds partition the (key, slot) pairs by the top 8 key bits first, so that counting
+//! and placing stay in cache (this is what bounds snapshot loads).
 //!
 //! # Query
 //!
@@ -56,7 +59,7 @@ const PATCH_LIMIT: usize = 1 << 16;
 /// Widest chunk any layout has (11 tables: 24 bits).
 const MAX_CHUNK_WIDTH: u32 = 24;
 /// Entry count from which [`PdqIndexConfig::for_len`] picks [`WIDE_TABLES`] tables.
-const WIDE_LAYOUT_FROM: usize = 3_000_000;
+const WIDE_LAYOUT_FROM: usize = 500_000;
 /// Table count of the layout for large indexes.
 const WIDE_TABLES: usize = 13;
 
@@ -77,9 +80,11 @@ impl Default for PdqIndexConfig {
 }
 
 impl PdqIndexConfig {
-    /// The layout [`PdqIndex::new`] builds for `n` entries: 16 tables of 16 bits up to a few
-    /// million entries, fewer and wider tables above (fewer candidates per query for more, but
-    /// cheaper, probes; see BENCHMARKS.md for the measurements behind the cut-off).
+    /// The layout [`PdqIndex::new`] builds for `n` entries: 16 tables of 16 bits below 500,000
+    /// entries, 13 tables of 19–20 bits from there (at threshold 31: 1,409 probes instead of
+    /// 272, but a third of the candidates, each a cache miss on its code; the wide directories
+    /// cost ~88 MB, which only pays off for large indexes. BENCHMARKS.md has the measurements
+    /// behind the cut-off).
     pub fn for_len(n: usize) -> Self {
         Self::for_len_from(n, WIDE_LAYOUT_FROM)
     }
