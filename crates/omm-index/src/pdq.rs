@@ -773,6 +773,37 @@ impl Inner {
     }
 }
 
+/// Whether two slots hold the same (code, id) pair. Equal codes share every bucket, so checking
+/// within each bucket of one table suffices; the next bucket's codes are prefetched meanwhile.
+fn has_repeated_pairs(table: &Table, storage: &Storage) -> bool {
+    let buckets = 1u32 << table.chunk.width;
+    let mut codes: Vec<(Code256, u32)> = Vec::new();
+    for b in 0..buckets {
+        if b + 1 < buckets {
+            for &s in table.bucket(b + 1) {
+                prefetch(storage.code_ptr(s));
+            }
+        }
+        let bucket = table.bucket(b);
+        if bucket.len() < 2 {
+            continue;
+        }
+        codes.clear();
+        codes.extend(bucket.iter().map(|&s| (*storage.code(s), s)));
+        codes.sort_unstable();
+        for (i, &(code, s)) in codes.iter().enumerate() {
+            // Slots with this code come next (sorted); compare their ids.
+            let same = codes[i + 1..].iter().take_while(|(c, _)| *c == code);
+            for &(_, other) in same {
+                if storage.id(other) == storage.id(s) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
 /// Builds all tables over slots `0..n`, on as many threads as there are cores (up to 4): the
 /// tables are independent, and this is what bounds the start-up time.
 fn build_tables(chunks: &[Chunk], storage: &Storage, n: u32) -> Vec<Table> {
@@ -987,6 +1018,12 @@ impl PdqIndex {
     ///
     /// If the index would exceed `u32::MAX - 1` slots (about 4 billion entries).
     pub fn apply(&self, ops: &[PdqOp]) -> ApplyStats {
+        if ops.len() >= PATCH_LIMIT {
+            if let Some(stats) = self.try_bulk_load(ops) {
+                release_free_memory();
+                return stats;
+            }
+        }
         let mut stats = ApplyStats::default();
         if self.fixed.is_none() && ops.len() >= PATCH_LIMIT {
             // A bulk load into an empty index: take the layout for its final size now, while
@@ -1012,6 +1049,38 @@ impl PdqIndex {
             release_free_memory();
         }
         stats
+    }
+
+    /// The fast path of a bulk load: a batch of distinct inserts into an empty index is written
+    /// to fresh storage and indexed like a snapshot load (one full build per table instead of a
+    /// rebuild per sub-batch), then swapped in. Returns `None`, having changed nothing, when the
+    /// index is not empty or the batch has removes or repeated pairs (the general path handles
+    /// those).
+    fn try_bulk_load(&self, ops: &[PdqOp]) -> Option<ApplyStats> {
+        if ops.len() >= (u32::MAX - 1) as usize || ops.iter().any(|op| !op.parts().2) {
+            return None;
+        }
+        let guard = self.inner.upgradable_read();
+        if guard.storage.len != 0 {
+            return None;
+        }
+        let mut storage = Storage::default();
+        for (slot, op) in ops.iter().enumerate() {
+            let (code, id, _) = op.parts();
+            storage.set(slot as u32, *code, id);
+        }
+        let n = ops.len() as u32;
+        let tables = build_tables(&self.layout_for(ops.len()), &storage, n);
+        if has_repeated_pairs(&tables[0], &storage) {
+            return None;
+        }
+        // Queries keep seeing the (empty) old contents until this swap.
+        let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+        *w = Inner { tables, storage };
+        Some(ApplyStats {
+            inserted: ops.len(),
+            ..ApplyStats::default()
+        })
     }
 
     fn apply_sub_batch(&self, ops: &[PdqOp]) -> ApplyStats {

@@ -267,3 +267,50 @@ fn large_batches(index: PdqIndex) {
     }
     check_queries(&index, &oracle, &qs).unwrap();
 }
+
+/// Large batches of inserts into an empty index take the bulk-load path (fresh storage, full
+/// table builds) when their pairs are distinct, and fall back to the general path when a pair
+/// repeats; both must agree with the oracle, in both automatic layouts. Codes shared by several
+/// ids are allowed on the bulk path.
+#[test]
+fn bulk_loads_match_oracle() {
+    for (tables, repeat) in [(16, false), (16, true), (13, false), (13, true)] {
+        let mut rng = Rng(7 + tables as u64);
+        let index = PdqIndex::with_config(PdqIndexConfig { tables }).unwrap();
+        let pool = clustered(&mut rng, 7_000, 10, 20);
+        let mut ops: Vec<PdqOp> = pool
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| PdqOp::Insert(c, i as u64 % 60_000))
+            .collect();
+        // The same code under another id (distinct pairs).
+        ops.push(PdqOp::Insert(pool[5], 999_999));
+        if repeat {
+            ops.push(PdqOp::Insert(pool[3], 3));
+        }
+        let mut oracle = Oracle::default();
+        for op in &ops {
+            if let PdqOp::Insert(c, id) = *op {
+                oracle.pairs.insert((c, id));
+            }
+        }
+        let stats = index.apply(&ops);
+        assert_eq!(stats.inserted, oracle.pairs.len());
+        assert_eq!(stats.unchanged, usize::from(repeat));
+        assert_eq!(index.config().tables, tables);
+        let qs = queries_near(&mut rng, &pool, 12);
+        check_queries(&index, &oracle, &qs).unwrap();
+        // Incremental changes on top of a bulk-loaded index.
+        let mut batch = Vec::new();
+        for i in (0..pool.len()).step_by(11) {
+            batch.push(PdqOp::Remove(pool[i], i as u64 % 60_000));
+            oracle.pairs.remove(&(pool[i], i as u64 % 60_000));
+            let c = rng.flip(&pool[i], 2);
+            batch.push(PdqOp::Insert(c, 70_000 + i as u64));
+            oracle.pairs.insert((c, 70_000 + i as u64));
+        }
+        index.apply(&batch[..200]);
+        index.apply(&batch[200..]);
+        check_queries(&index, &oracle, &qs).unwrap();
+    }
+}
