@@ -53,6 +53,9 @@ const MIN_SUB_BATCH: usize = 1 << 18;
 const SNAPSHOT_CHUNK: usize = 1 << 16;
 /// Slots written per exclusive-lock step.
 const WRITE_CHUNK: usize = 1 << 16;
+/// How many following buckets a full bucket may borrow spare room from (in place, instead of
+/// rebuilding the table).
+const BORROW_WINDOW: u32 = 64;
 /// Batches touching more (key, slot) pairs per table than this rebuild the table directly.
 const PATCH_LIMIT: usize = 1 << 16;
 
@@ -452,7 +455,10 @@ impl Table {
             let first = p << shift;
             let part_rm = &rm[rm_at[p]..rm_at[p + 1]];
             let part_ad = &ad[add_at[p]..add_at[p + 1]];
-            for (c, e) in counts.iter_mut().zip(&self.dir[first..first + (1 << shift)]) {
+            for (c, e) in counts
+                .iter_mut()
+                .zip(&self.dir[first..first + (1 << shift)])
+            {
                 *c = e[1];
             }
             for &(k, _) in part_rm {
@@ -499,32 +505,58 @@ impl Table {
         }
     }
 
-    /// Whether `removes` and `adds` (sorted by key) fit into the spare capacity.
+    /// Number of entries of `changes` (sorted by key) with key `key`.
+    fn count_key(changes: &[(u32, u32)], key: u32) -> u32 {
+        let lo = changes.partition_point(|c| c.0 < key);
+        let hi = lo + changes[lo..].partition_point(|c| c.0 == key);
+        (hi - lo) as u32
+    }
+
+    /// Whether `removes` and `adds` (sorted by key) can be applied in place: every bucket's
+    /// final length fits its capacity, where a bucket short of room may borrow the final spare
+    /// room of the next [`BORROW_WINDOW`] buckets. Simulates [`Table::patch`] exactly.
     fn fits(&self, removes: &[(u32, u32)], adds: &[(u32, u32)]) -> bool {
-        let mut ri = 0;
+        let last = (1u32 << self.chunk.width) - 1;
+        let final_len = |key: u32| {
+            self.dir[key as usize][1] - Self::count_key(removes, key) + Self::count_key(adds, key)
+        };
+        // (bucket, capacity lent to earlier buckets); few entries.
+        let mut lent: Vec<(u32, u32)> = Vec::new();
+        let lent_by = |lent: &[(u32, u32)], key: u32| -> u32 {
+            lent.iter().filter(|l| l.0 == key).map(|l| l.1).sum()
+        };
         let mut ai = 0;
         while ai < adds.len() {
             let key = adds[ai].0;
-            let mut n = self.dir[key as usize][1] as i64;
-            while ai < adds.len() && adds[ai].0 == key {
-                n += 1;
-                ai += 1;
+            ai += adds[ai..].partition_point(|a| a.0 == key);
+            let need = final_len(key);
+            let room = self.capacity(key) - lent_by(&lent, key);
+            if need <= room {
+                continue;
             }
-            while ri < removes.len() && removes[ri].0 < key {
-                ri += 1;
+            let mut deficit = need - room;
+            for j in key + 1..=last.min(key.saturating_add(BORROW_WINDOW)) {
+                let cap = self.capacity(j) - lent_by(&lent, j);
+                let spare = cap.saturating_sub(final_len(j));
+                if spare > 0 {
+                    let t = spare.min(deficit);
+                    lent.push((j, t));
+                    deficit -= t;
+                    if deficit == 0 {
+                        break;
+                    }
+                }
             }
-            while ri < removes.len() && removes[ri].0 == key {
-                n -= 1;
-                ri += 1;
-            }
-            if n > i64::from(self.capacity(key)) {
+            if deficit > 0 {
                 return false;
             }
         }
         true
     }
 
-    /// Applies `removes` then `adds` in place (the caller checked [`Table::fits`]).
+    /// Applies `removes` then `adds` (sorted by key) in place; the caller checked
+    /// [`Table::fits`]. A bucket short of room takes spare room from the next buckets by
+    /// shifting the buckets in between (a few dozen entries), under the caller's write lock.
     fn patch(&mut self, removes: &[(u32, u32)], adds: &[(u32, u32)]) {
         for &(key, slot) in removes {
             let [start, len] = self.dir[key as usize];
@@ -536,10 +568,41 @@ impl Table {
                 debug_assert!(false, "removed slot missing from its bucket");
             }
         }
-        for &(key, slot) in adds {
-            let [start, len] = self.dir[key as usize];
-            self.arena[(start + len) as usize] = slot;
-            self.dir[key as usize][1] = len + 1;
+        let last = (1u32 << self.chunk.width) - 1;
+        let mut ai = 0;
+        while ai < adds.len() {
+            let key = adds[ai].0;
+            let end = ai + adds[ai..].partition_point(|a| a.0 == key);
+            let later = &adds[end..];
+            let need = self.dir[key as usize][1] + (end - ai) as u32;
+            let mut deficit = need.saturating_sub(self.capacity(key));
+            let mut j = key + 1;
+            while deficit > 0 && j <= last.min(key.saturating_add(BORROW_WINDOW)) {
+                let pending = self.dir[j as usize][1] + Self::count_key(later, j);
+                let spare = self.capacity(j).saturating_sub(pending);
+                if spare > 0 {
+                    let t = spare.min(deficit);
+                    // Move buckets key+1..=j right by t: j loses t of its spare room, `key`
+                    // gains it, the buckets in between keep their capacity.
+                    for i in (key + 1..=j).rev() {
+                        let [start, len] = self.dir[i as usize];
+                        self.arena.copy_within(
+                            start as usize..(start + len) as usize,
+                            (start + t) as usize,
+                        );
+                        self.dir[i as usize][0] = start + t;
+                    }
+                    deficit -= t;
+                }
+                j += 1;
+            }
+            debug_assert_eq!(deficit, 0, "patch without room: fits() disagrees");
+            for &(_, slot) in &adds[ai..end] {
+                let [start, len] = self.dir[key as usize];
+                self.arena[(start + len) as usize] = slot;
+                self.dir[key as usize][1] = len + 1;
+            }
+            ai = end;
         }
     }
 
@@ -1369,6 +1432,53 @@ mod tests {
         let mut zero = 0;
         for_each_mask(16, 0, |m| zero += m + 1);
         assert_eq!(zero, 1);
+    }
+
+    /// A full bucket borrows spare room from the next buckets in place; beyond the window's
+    /// spare room the batch does not fit (and the caller rebuilds the table).
+    #[test]
+    fn full_buckets_borrow_room_from_neighbours() {
+        let chunk = Chunk {
+            start: 0,
+            width: 16,
+        };
+        let mut storage = Storage::default();
+        // Buckets 10, 11, 12 hold one entry each (slots 0..3); every bucket gets 2 spare.
+        for (slot, key) in [10u64, 11, 12].iter().enumerate() {
+            storage.set(slot as u32, [key << 48, 0, 0, 0], slot as u64);
+        }
+        let mut table = Table::build(chunk, &storage, 3, &mut Vec::new(), &mut Vec::new());
+        assert_eq!(table.capacity(10), 3);
+        // Seven more into bucket 10 (4 over its room) plus one into 12.
+        let mut adds: Vec<(u32, u32)> = (100..107).map(|s| (10, s)).collect();
+        adds.push((12, 200));
+        adds.sort_unstable();
+        let removes = [(11u32, 1u32)];
+        assert!(table.fits(&removes, &adds));
+        table.patch(&removes, &adds);
+        let sorted = |b: &[u32]| {
+            let mut v = b.to_vec();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(
+            sorted(table.bucket(10)),
+            vec![0, 100, 101, 102, 103, 104, 105, 106]
+        );
+        assert_eq!(table.bucket(11), &[] as &[u32]);
+        assert_eq!(sorted(table.bucket(12)), vec![2, 200]);
+        for b in 0..(1u32 << 16) {
+            assert!(table.dir[b as usize][1] <= table.capacity(b));
+            if ![10, 12].contains(&b) {
+                assert!(table.bucket(b).is_empty(), "bucket {b}");
+            }
+        }
+        // The next 64 buckets have 2 spare each (less what was lent): 200 more do not fit.
+        let many: Vec<(u32, u32)> = (1000..1200).map(|s| (10, s)).collect();
+        assert!(!table.fits(&[], &many));
+        // At the last bucket nothing follows.
+        let end: Vec<(u32, u32)> = (0..3).map(|s| (u16::MAX as u32, 5000 + s)).collect();
+        assert!(!table.fits(&[], &end));
     }
 
     #[test]
