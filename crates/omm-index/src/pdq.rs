@@ -2,16 +2,18 @@
 //!
 //! # Layout
 //!
-//! Entries live in a slab of *slots*: slot `s` holds a code and an id in fixed 64 Ki-entry pages
+//! Entries live in a slab of *slots*: slot `s` holds a code and an id in fixed 256 Ki-entry pages
 //! (no reallocation, so the slab never doubles while growing). The 256 bits are split into `m`
 //! disjoint chunks: 16 × 16 bits for small indexes, 13 chunks of 19–20 bits from 500,000 entries
-//! (see [`PdqIndexConfig::for_len`]; fewer candidates for more, cheaper probes). Table `k` maps the value of chunk `k` to the slots
-//! whose code has that value: a directly addressed directory of `2^w` `(start, len)` pairs into
-//! one flat `u32` arena, where every bucket keeps some spare capacity so that inserts and removes
-//! happen in place. When a batch does not fit into a table's spare capacity, only that table is
-//! rebuilt (one table at a time, so memory grows by at most one table's arena). Full builds and
-//! bulk rebuilds partition the (key, slot) pairs by the top 8 key bits first, so that counting
-//! and placing stay in cache (this is what bounds snapshot loads).
+//! (see [`PdqIndexConfig::for_len`]; fewer candidates for more, cheaper probes). Table `k` maps
+//! the value of chunk `k` to the slots whose code has that value: a directly addressed directory
+//! of `2^w` `(start, len)` pairs into one flat `u32` arena, where every bucket keeps some spare
+//! capacity so that inserts and removes happen in place (a full bucket borrows spare room from
+//! the next few buckets by shifting them). When a batch does not fit into a table's spare
+//! capacity, only that table is rebuilt (one table at a time, so memory grows by at most one
+//! table's arena). Full builds and bulk rebuilds partition the (key, slot) pairs by the top 8
+//! key bits first, so that counting and placing stay in cache (this is what bounds snapshot
+//! loads).
 //!
 //! # Query
 //!
