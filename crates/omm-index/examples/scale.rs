@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release -p omm-index --example scale -- --n 10000000 --queries 2000 --data random
+//! # --tables N forces a layout (default: the one PdqIndex::new picks for the size)
 //! ```
 //!
 //! Generates (seeded) N codes and a query set, writes them to `--dir` (default
@@ -117,7 +118,7 @@ fn main() {
     let mut data = "random".to_string();
     let mut dir = PathBuf::from("/tmp/omm-index-bench");
     let mut radius: u32 = 31;
-    let mut tables: usize = 16;
+    let mut tables: Option<usize> = None; // None: the size-dependent default layout
     let mut brute_queries: usize = 50;
     let mut snapshot = true;
     // Accept both `--key value` and `--key=value`.
@@ -137,7 +138,7 @@ fn main() {
             "--data" => data = v,
             "--dir" => dir = PathBuf::from(v),
             "--radius" => radius = v.parse().expect("--radius"),
-            "--tables" => tables = v.parse().expect("--tables"),
+            "--tables" => tables = (v != "auto").then(|| v.parse().expect("--tables")),
             "--brute-queries" => brute_queries = v.parse().expect("--brute-queries"),
             "--no-snapshot" => {
                 snapshot = false;
@@ -191,7 +192,11 @@ fn main() {
     let rss_data = rss_kib();
 
     // Batch insert.
-    let index = PdqIndex::with_config(PdqIndexConfig { tables }).expect("config");
+    let new_index = || match tables {
+        Some(tables) => PdqIndex::with_config(PdqIndexConfig { tables }).expect("config"),
+        None => PdqIndex::new(),
+    };
+    let index = new_index();
     let ops: Vec<PdqOp> = codes
         .iter()
         .enumerate()
@@ -203,6 +208,7 @@ fn main() {
     drop(ops);
     let rss_index = rss_kib();
     let heap = index.heap_bytes();
+    let layout = index.config().tables;
 
     // Incremental batch: 10k inserts + 10k removes into the full index.
     let mut small: Vec<PdqOp> = (0..10_000u64)
@@ -273,7 +279,8 @@ fn main() {
             .unwrap_or(f64::NAN);
         drop(index);
         let t0 = Instant::now();
-        let (loaded, wm) = PdqIndex::from_snapshot(&path, PdqIndexConfig { tables }).expect("load");
+        let loaded = new_index();
+        let wm = loaded.load_snapshot(&path).expect("load");
         snap_l = t0.elapsed().as_secs_f64();
         assert_eq!(wm, 42);
         assert_eq!(loaded.len(), n);
@@ -283,13 +290,13 @@ fn main() {
     let med = percentile(&lat, 0.5);
     let bmed = percentile(&blat, 0.5);
     let json = format!(
-        "{{\"n\": {n}, \"data\": \"{data}\", \"radius\": {radius}, \"tables\": {tables}, \"queries\": {queries}, \"median_us\": {med:.3}, \"p99_us\": {:.3}, \"brute_median_us\": {bmed:.3}, \"hits_total\": {hits_total}}}\n",
+        "{{\"n\": {n}, \"data\": \"{data}\", \"radius\": {radius}, \"tables\": {layout}, \"queries\": {queries}, \"median_us\": {med:.3}, \"p99_us\": {:.3}, \"brute_median_us\": {bmed:.3}, \"hits_total\": {hits_total}}}\n",
         percentile(&lat, 0.99)
     );
     fs::write(dir.join(format!("rust-{tag}.json")), json).expect("write results");
     println!("| data | N | tables | radius | queries | median µs | p99 µs | mean cand. | hits/query | brute median µs ({} q) | brute/index (median of per-query ratios) |", blat.len());
     println!(
-        "| {data} | {n} | {tables} | {radius} | {queries} | {med:.1} | {:.1} | {:.0} | {:.2} | {bmed:.0} | {:.0}× |",
+        "| {data} | {n} | {layout} | {radius} | {queries} | {med:.1} | {:.1} | {:.0} | {:.2} | {bmed:.0} | {:.0}× |",
         percentile(&lat, 0.99),
         cand_total as f64 / queries as f64,
         hits_total as f64 / queries as f64,

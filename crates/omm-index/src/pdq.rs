@@ -2,13 +2,18 @@
 //!
 //! # Layout
 //!
-//! Entries live in a slab of *slots*: slot `s` holds a code and an id in fixed 64 Ki-entry pages
+//! Entries live in a slab of *slots*: slot `s` holds a code and an id in fixed 256 Ki-entry pages
 //! (no reallocation, so the slab never doubles while growing). The 256 bits are split into `m`
-//! disjoint chunks (default 16 × 16 bits). Table `k` maps the value of chunk `k` to the slots
-//! whose code has that value: a directly addressed directory of `2^w` `(start, len)` pairs into
-//! one flat `u32` arena, where every bucket keeps some spare capacity so that inserts and removes
-//! happen in place. When a batch does not fit into a table's spare capacity, only that table is
-//! rebuilt (one table at a time, so memory grows by at most one table's arena).
+//! disjoint chunks: 16 × 16 bits for small indexes, 13 chunks of 19–20 bits from 500,000 entries
+//! (see [`PdqIndexConfig::for_len`]; fewer candidates for more, cheaper probes). Table `k` maps
+//! the value of chunk `k` to the slots whose code has that value: a directly addressed directory
+//! of `2^w` `(start, len)` pairs into one flat `u32` arena, where every bucket keeps some spare
+//! capacity so that inserts and removes happen in place (a full bucket borrows spare room from
+//! the next few buckets by shifting them). When a batch does not fit into a table's spare
+//! capacity, only that table is rebuilt (one table at a time, so memory grows by at most one
+//! table's arena). Full builds and bulk rebuilds partition the (key, slot) pairs by the top 8
+//! key bits first, so that counting and placing stay in cache (this is what bounds snapshot
+//! loads).
 //!
 //! # Query
 //!
@@ -50,8 +55,18 @@ const MIN_SUB_BATCH: usize = 1 << 18;
 const SNAPSHOT_CHUNK: usize = 1 << 16;
 /// Slots written per exclusive-lock step.
 const WRITE_CHUNK: usize = 1 << 16;
+/// How many following buckets a full bucket may borrow spare room from (in place, instead of
+/// rebuilding the table).
+const BORROW_WINDOW: u32 = 64;
 /// Batches touching more (key, slot) pairs per table than this rebuild the table directly.
 const PATCH_LIMIT: usize = 1 << 16;
+
+/// Widest chunk any layout has (11 tables: 24 bits).
+const MAX_CHUNK_WIDTH: u32 = 24;
+/// Entry count from which [`PdqIndexConfig::for_len`] picks [`WIDE_TABLES`] tables.
+const WIDE_LAYOUT_FROM: usize = 500_000;
+/// Table count of the layout for large indexes.
+const WIDE_TABLES: usize = 13;
 
 /// Layout of a [`PdqIndex`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +85,21 @@ impl Default for PdqIndexConfig {
 }
 
 impl PdqIndexConfig {
+    /// The layout [`PdqIndex::new`] builds for `n` entries: 16 tables of 16 bits below 500,000
+    /// entries, 13 tables of 19–20 bits from there (at threshold 31: 1,409 probes instead of
+    /// 272, but a third of the candidates, each a cache miss on its code; the wide directories
+    /// cost ~88 MB, which only pays off for large indexes. BENCHMARKS.md has the measurements
+    /// behind the cut-off).
+    pub fn for_len(n: usize) -> Self {
+        Self::for_len_from(n, WIDE_LAYOUT_FROM)
+    }
+
+    fn for_len_from(n: usize, wide_from: usize) -> Self {
+        PdqIndexConfig {
+            tables: if n >= wide_from { WIDE_TABLES } else { 16 },
+        }
+    }
+
     fn chunks(&self) -> Result<Vec<Chunk>, IndexError> {
         if !(11..=32).contains(&self.tables) {
             return Err(IndexError::InvalidConfig(format!(
@@ -144,11 +174,14 @@ impl Chunk {
 /// Asks the kernel to back a large allocation with transparent huge pages (fewer TLB misses on
 /// random accesses). Purely advisory.
 fn advise_huge<T>(slice: &[T]) {
+    advise_huge_range(slice.as_ptr() as usize, std::mem::size_of_val(slice));
+}
+
+/// [`advise_huge`] for `len` bytes at address `start` (memory owned by the caller).
+fn advise_huge_range(start: usize, len: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let start = slice.as_ptr() as usize;
-        let len = std::mem::size_of_val(slice);
         let aligned = (start + HUGE - 1) & !(HUGE - 1);
         let end = (start + len) & !(HUGE - 1);
         if end > aligned {
@@ -163,7 +196,7 @@ fn advise_huge<T>(slice: &[T]) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = slice;
+    let _ = (start, len);
 }
 
 fn zeroed_vec<T: Clone + Default>(len: usize) -> Vec<T> {
@@ -271,10 +304,12 @@ impl Storage {
     }
 }
 
-/// Spare capacity given to a bucket of `len` entries when a table is (re)built.
+/// Spare capacity given to a bucket of `len` entries when a table is (re)built. Empty buckets
+/// get some too: in wide tables (2^20 buckets) a few are empty even at 10M entries, and an
+/// insert into a bucket without room rebuilds the whole table.
 #[inline]
 fn slack(len: u32) -> u32 {
-    len / 16 + 2 * u32::from(len > 0)
+    len / 16 + 2
 }
 
 /// One multi-index table: a directory of `2^width + 1` `[start, len]` pairs into `arena`; the
@@ -306,12 +341,12 @@ impl Table {
 
     /// Builds a table from scratch over slots `0..n` (all live).
     ///
-    /// A two-level placement: (key, slot) pairs are first partitioned by the top 8 key bits
-    /// (256 write streams, cache friendly), then placed partition by partition, so that the
-    /// directory entries and arena range being written stay in cache. A direct scatter into
-    /// 2^16 buckets misses the cache on almost every entry.
-    /// `keys` and `pairs` are scratch buffers, reused across tables (fresh memory costs page
-    /// faults and zeroing).
+    /// A two-level counting sort: (key, slot) pairs are first partitioned by the top 8 key bits
+    /// (256 write streams, cache friendly), then each partition is counted and placed on its
+    /// own, so that its counters, directory entries and arena range stay in cache. A direct
+    /// scatter into 2^20 buckets (or a full-width histogram) misses the cache on almost every
+    /// entry. `keys` and `pairs` are scratch buffers, reused across tables (fresh memory costs
+    /// page faults and zeroing).
     fn build(
         chunk: Chunk,
         storage: &Storage,
@@ -320,33 +355,22 @@ impl Table {
         pairs: &mut Vec<(u32, u32)>,
     ) -> Self {
         let buckets = 1usize << chunk.width;
-        let mut counts = vec![0u32; buckets];
+        let shift = chunk.width.saturating_sub(8);
+        let parts = 1usize << (chunk.width - shift);
+        let mut part_len = vec![0usize; parts];
         keys.clear();
         keys.reserve(n as usize);
         storage.for_each_code(n, |_, code| {
             let k = chunk.of(code);
-            counts[k as usize] += 1;
+            part_len[(k >> shift) as usize] += 1;
             keys.push(k);
         });
-        let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
-        let mut total = 0u32;
-        for (entry, &c) in dir.iter_mut().zip(&counts) {
-            *entry = [total, 0];
-            total += c + slack(c);
-        }
-        dir[buckets] = [total, 0];
-        let shift = chunk.width.saturating_sub(8);
-        let parts = 1usize << (chunk.width - shift);
         let mut next = vec![0usize; parts];
         let mut acc = 0usize;
-        for (p, start) in next.iter_mut().enumerate() {
+        for (start, &len) in next.iter_mut().zip(&part_len) {
             *start = acc;
-            acc += counts[p << shift..(p + 1) << shift]
-                .iter()
-                .map(|&c| c as usize)
-                .sum::<usize>();
+            acc += len;
         }
-        drop(counts);
         pairs.clear();
         pairs.resize(keys.len(), (0, 0));
         for (slot, &k) in keys.iter().enumerate() {
@@ -354,63 +378,128 @@ impl Table {
             pairs[next[p]] = (k, slot as u32);
             next[p] += 1;
         }
-        let mut arena: Vec<u32> = zeroed_vec(total as usize);
-        for &(k, slot) in pairs.iter() {
-            let [start, len] = dir[k as usize];
-            arena[(start + len) as usize] = slot;
-            dir[k as usize][1] = len + 1;
+        let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
+        // Upper bound of entries plus slack, so that the arena never reallocates; pages past
+        // the final length are never touched, so they cost no memory.
+        let bound = n as usize + n as usize / 16 + 2 * buckets.min(n as usize);
+        let mut arena: Vec<u32> = Vec::with_capacity(bound);
+        advise_huge_range(arena.as_ptr() as usize, bound * 4);
+        let local_mask = (1u32 << shift) - 1;
+        let mut counts = vec![0u32; 1 << shift];
+        let mut begin = 0;
+        for (p, &len) in part_len.iter().enumerate() {
+            let part = &pairs[begin..begin + len];
+            begin += len;
+            counts.fill(0);
+            for &(k, _) in part {
+                counts[(k & local_mask) as usize] += 1;
+            }
+            let mut total = arena.len() as u32;
+            for (entry, &c) in dir[p << shift..(p + 1) << shift].iter_mut().zip(&counts) {
+                *entry = [total, 0];
+                total += c + slack(c);
+            }
+            arena.resize(total as usize, 0);
+            for &(k, slot) in part {
+                let [start, len] = dir[k as usize];
+                arena[(start + len) as usize] = slot;
+                dir[k as usize][1] = len + 1;
+            }
         }
+        dir[buckets] = [arena.len() as u32, 0];
         Table { chunk, dir, arena }
     }
 
     /// Builds a copy of this table with `removes` and `adds` (`(key, slot)`, any order) applied;
     /// `removed` has the bit of every removed slot set.
+    ///
+    /// Like [`Table::build`], changes are first partitioned by the top 8 key bits and each
+    /// partition of buckets is then rebuilt on its own, so that the random accesses stay in
+    /// cache however large the batch.
     fn rebuilt(&self, removes: &[(u32, u32)], adds: &[(u32, u32)], removed: &[u64]) -> Self {
         let buckets = 1usize << self.chunk.width;
-        let mut counts: Vec<u32> = self.dir[..buckets].iter().map(|e| e[1]).collect();
-        for &(key, _) in removes {
-            counts[key as usize] -= 1;
-        }
-        for &(key, _) in adds {
-            counts[key as usize] += 1;
-        }
+        let shift = self.chunk.width.saturating_sub(8);
+        let parts = 1usize << (self.chunk.width - shift);
+        let partition = |changes: &[(u32, u32)]| {
+            let mut len = vec![0usize; parts + 1];
+            for &(k, _) in changes {
+                len[(k >> shift) as usize + 1] += 1;
+            }
+            for p in 0..parts {
+                len[p + 1] += len[p];
+            }
+            let mut next = len.clone();
+            let mut out = vec![(0u32, 0u32); changes.len()];
+            for &(k, slot) in changes {
+                let p = (k >> shift) as usize;
+                out[next[p]] = (k, slot);
+                next[p] += 1;
+            }
+            (len, out)
+        };
+        let (rm_at, rm) = partition(removes);
+        let (add_at, ad) = partition(adds);
+        let old_len: usize = self.dir[..buckets].iter().map(|e| e[1] as usize).sum();
+        let n = old_len + adds.len() - removes.len();
         let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
-        let mut total = 0u32;
-        for (entry, &n) in dir.iter_mut().zip(&counts) {
-            *entry = [total, 0];
-            total += n + slack(n);
-        }
-        dir[buckets] = [total, 0];
-        drop(counts);
-        let mut arena: Vec<u32> = zeroed_vec(total as usize);
+        // Upper bound, as in `build`: no reallocation, untouched pages cost nothing.
+        let bound = n + n / 16 + 2 * buckets.min(n);
+        let mut arena: Vec<u32> = Vec::with_capacity(bound);
+        advise_huge_range(arena.as_ptr() as usize, bound * 4);
         let is_removed = |s: u32| {
             removed
                 .get(s as usize / 64)
                 .is_some_and(|w| w & (1 << (s % 64)) != 0)
         };
-        for (b, entry) in dir.iter_mut().enumerate().take(buckets) {
-            let start = entry[0] as usize;
-            let old = self.bucket(b as u32);
-            let len = if removes.is_empty() {
-                arena[start..start + old.len()].copy_from_slice(old);
-                old.len()
-            } else {
-                let mut len = 0;
-                for &s in old {
-                    if !is_removed(s) {
-                        arena[start + len] = s;
-                        len += 1;
+        let local_mask = (1u32 << shift) - 1;
+        let mut counts = vec![0u32; 1 << shift];
+        for p in 0..parts {
+            let first = p << shift;
+            let part_rm = &rm[rm_at[p]..rm_at[p + 1]];
+            let part_ad = &ad[add_at[p]..add_at[p + 1]];
+            for (c, e) in counts
+                .iter_mut()
+                .zip(&self.dir[first..first + (1 << shift)])
+            {
+                *c = e[1];
+            }
+            for &(k, _) in part_rm {
+                counts[(k & local_mask) as usize] -= 1;
+            }
+            for &(k, _) in part_ad {
+                counts[(k & local_mask) as usize] += 1;
+            }
+            let mut total = arena.len() as u32;
+            for (entry, &c) in dir[first..first + (1 << shift)].iter_mut().zip(&counts) {
+                *entry = [total, 0];
+                total += c + slack(c);
+            }
+            arena.resize(total as usize, 0);
+            for (j, entry) in dir[first..first + (1 << shift)].iter_mut().enumerate() {
+                let old = self.bucket((first + j) as u32);
+                let start = entry[0] as usize;
+                let len = if part_rm.is_empty() {
+                    arena[start..start + old.len()].copy_from_slice(old);
+                    old.len()
+                } else {
+                    let mut len = 0;
+                    for &s in old {
+                        if !is_removed(s) {
+                            arena[start + len] = s;
+                            len += 1;
+                        }
                     }
-                }
-                len
-            };
-            entry[1] = len as u32;
+                    len
+                };
+                entry[1] = len as u32;
+            }
+            for &(k, slot) in part_ad {
+                let [start, len] = dir[k as usize];
+                arena[(start + len) as usize] = slot;
+                dir[k as usize][1] = len + 1;
+            }
         }
-        for &(key, slot) in adds {
-            let [start, len] = dir[key as usize];
-            arena[(start + len) as usize] = slot;
-            dir[key as usize][1] = len + 1;
-        }
+        dir[buckets] = [arena.len() as u32, 0];
         Table {
             chunk: self.chunk,
             dir,
@@ -418,32 +507,58 @@ impl Table {
         }
     }
 
-    /// Whether `removes` and `adds` (sorted by key) fit into the spare capacity.
+    /// Number of entries of `changes` (sorted by key) with key `key`.
+    fn count_key(changes: &[(u32, u32)], key: u32) -> u32 {
+        let lo = changes.partition_point(|c| c.0 < key);
+        let hi = lo + changes[lo..].partition_point(|c| c.0 == key);
+        (hi - lo) as u32
+    }
+
+    /// Whether `removes` and `adds` (sorted by key) can be applied in place: every bucket's
+    /// final length fits its capacity, where a bucket short of room may borrow the final spare
+    /// room of the next [`BORROW_WINDOW`] buckets. Simulates [`Table::patch`] exactly.
     fn fits(&self, removes: &[(u32, u32)], adds: &[(u32, u32)]) -> bool {
-        let mut ri = 0;
+        let last = (1u32 << self.chunk.width) - 1;
+        let final_len = |key: u32| {
+            self.dir[key as usize][1] - Self::count_key(removes, key) + Self::count_key(adds, key)
+        };
+        // (bucket, capacity lent to earlier buckets); few entries.
+        let mut lent: Vec<(u32, u32)> = Vec::new();
+        let lent_by = |lent: &[(u32, u32)], key: u32| -> u32 {
+            lent.iter().filter(|l| l.0 == key).map(|l| l.1).sum()
+        };
         let mut ai = 0;
         while ai < adds.len() {
             let key = adds[ai].0;
-            let mut n = self.dir[key as usize][1] as i64;
-            while ai < adds.len() && adds[ai].0 == key {
-                n += 1;
-                ai += 1;
+            ai += adds[ai..].partition_point(|a| a.0 == key);
+            let need = final_len(key);
+            let room = self.capacity(key) - lent_by(&lent, key);
+            if need <= room {
+                continue;
             }
-            while ri < removes.len() && removes[ri].0 < key {
-                ri += 1;
+            let mut deficit = need - room;
+            for j in key + 1..=last.min(key.saturating_add(BORROW_WINDOW)) {
+                let cap = self.capacity(j) - lent_by(&lent, j);
+                let spare = cap.saturating_sub(final_len(j));
+                if spare > 0 {
+                    let t = spare.min(deficit);
+                    lent.push((j, t));
+                    deficit -= t;
+                    if deficit == 0 {
+                        break;
+                    }
+                }
             }
-            while ri < removes.len() && removes[ri].0 == key {
-                n -= 1;
-                ri += 1;
-            }
-            if n > i64::from(self.capacity(key)) {
+            if deficit > 0 {
                 return false;
             }
         }
         true
     }
 
-    /// Applies `removes` then `adds` in place (the caller checked [`Table::fits`]).
+    /// Applies `removes` then `adds` (sorted by key) in place; the caller checked
+    /// [`Table::fits`]. A bucket short of room takes spare room from the next buckets by
+    /// shifting the buckets in between (a few dozen entries), under the caller's write lock.
     fn patch(&mut self, removes: &[(u32, u32)], adds: &[(u32, u32)]) {
         for &(key, slot) in removes {
             let [start, len] = self.dir[key as usize];
@@ -455,10 +570,41 @@ impl Table {
                 debug_assert!(false, "removed slot missing from its bucket");
             }
         }
-        for &(key, slot) in adds {
-            let [start, len] = self.dir[key as usize];
-            self.arena[(start + len) as usize] = slot;
-            self.dir[key as usize][1] = len + 1;
+        let last = (1u32 << self.chunk.width) - 1;
+        let mut ai = 0;
+        while ai < adds.len() {
+            let key = adds[ai].0;
+            let end = ai + adds[ai..].partition_point(|a| a.0 == key);
+            let later = &adds[end..];
+            let need = self.dir[key as usize][1] + (end - ai) as u32;
+            let mut deficit = need.saturating_sub(self.capacity(key));
+            let mut j = key + 1;
+            while deficit > 0 && j <= last.min(key.saturating_add(BORROW_WINDOW)) {
+                let pending = self.dir[j as usize][1] + Self::count_key(later, j);
+                let spare = self.capacity(j).saturating_sub(pending);
+                if spare > 0 {
+                    let t = spare.min(deficit);
+                    // Move buckets key+1..=j right by t: j loses t of its spare room, `key`
+                    // gains it, the buckets in between keep their capacity.
+                    for i in (key + 1..=j).rev() {
+                        let [start, len] = self.dir[i as usize];
+                        self.arena.copy_within(
+                            start as usize..(start + len) as usize,
+                            (start + t) as usize,
+                        );
+                        self.dir[i as usize][0] = start + t;
+                    }
+                    deficit -= t;
+                }
+                j += 1;
+            }
+            debug_assert_eq!(deficit, 0, "patch without room: fits() disagrees");
+            for &(_, slot) in &adds[ai..end] {
+                let [start, len] = self.dir[key as usize];
+                self.arena[(start + len) as usize] = slot;
+                self.dir[key as usize][1] = len + 1;
+            }
+            ai = end;
         }
     }
 
@@ -561,7 +707,10 @@ impl Inner {
                 if r >= 0 {
                     let qk = table.chunk.of(q);
                     for j in 0..=r as u32 {
-                        for_each_mask(table.chunk.width, j, |mask| keys.push(qk ^ mask));
+                        match cached_masks(table.chunk.width, j) {
+                            Some(masks) => keys.extend(masks.iter().map(|&m| qk ^ m)),
+                            None => for_each_mask(table.chunk.width, j, |m| keys.push(qk ^ m)),
+                        }
                     }
                 }
                 key_ends[k + 1] = keys.len();
@@ -689,6 +838,37 @@ impl Inner {
     }
 }
 
+/// Whether two slots hold the same (code, id) pair. Equal codes share every bucket, so checking
+/// within each bucket of one table suffices; the next bucket's codes are prefetched meanwhile.
+fn has_repeated_pairs(table: &Table, storage: &Storage) -> bool {
+    let buckets = 1u32 << table.chunk.width;
+    let mut codes: Vec<(Code256, u32)> = Vec::new();
+    for b in 0..buckets {
+        if b + 1 < buckets {
+            for &s in table.bucket(b + 1) {
+                prefetch(storage.code_ptr(s));
+            }
+        }
+        let bucket = table.bucket(b);
+        if bucket.len() < 2 {
+            continue;
+        }
+        codes.clear();
+        codes.extend(bucket.iter().map(|&s| (*storage.code(s), s)));
+        codes.sort_unstable();
+        for (i, &(code, s)) in codes.iter().enumerate() {
+            // Slots with this code come next (sorted); compare their ids.
+            let same = codes[i + 1..].iter().take_while(|(c, _)| *c == code);
+            for &(_, other) in same {
+                if storage.id(other) == storage.id(s) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
 /// Builds all tables over slots `0..n`, on as many threads as there are cores (up to 4): the
 /// tables are independent, and this is what bounds the start-up time.
 fn build_tables(chunks: &[Chunk], storage: &Storage, n: u32) -> Vec<Table> {
@@ -755,6 +935,31 @@ fn binomial(n: u32, k: u32) -> f64 {
     (0..k).fold(1.0, |acc, i| acc * f64::from(n - i) / f64::from(i + 1))
 }
 
+/// Largest number of set bits [`cached_masks`] keeps lists for.
+const CACHED_ONES: u32 = 3;
+
+/// Every `width`-bit mask with exactly `ones` set bits, for `ones <= CACHED_ONES` (computed
+/// once: wide tables probe up to ~1,500 keys per query, and Gosper's hack divides per mask).
+fn cached_masks(width: u32, ones: u32) -> Option<&'static [u32]> {
+    static MASKS: std::sync::OnceLock<Vec<Vec<Vec<u32>>>> = std::sync::OnceLock::new();
+    let all = MASKS.get_or_init(|| {
+        (0..=MAX_CHUNK_WIDTH)
+            .map(|w| {
+                (0..=CACHED_ONES)
+                    .map(|j| {
+                        let mut v = Vec::new();
+                        for_each_mask(w, j, |m| v.push(m));
+                        v
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    all.get(width as usize)?
+        .get(ones as usize)
+        .map(Vec::as_slice)
+}
+
 /// Calls `f` with every `width`-bit mask of exactly `ones` set bits (Gosper's hack).
 #[inline(always)]
 fn for_each_mask(width: u32, ones: u32, mut f: impl FnMut(u32)) {
@@ -781,30 +986,53 @@ fn for_each_mask(width: u32, ones: u32, mut f: impl FnMut(u32)) {
 /// Several ids may share one code, and one id may be stored under several codes; the stored
 /// unit is the pair (code, id), inserted at most once.
 pub struct PdqIndex {
-    config: PdqIndexConfig,
-    chunks: Vec<Chunk>,
+    /// The layout given at construction; `None`: chosen from the size (see [`PdqIndex::new`]).
+    fixed: Option<PdqIndexConfig>,
+    /// Size from which the automatic layout is the wide one (a field so that tests can lower it).
+    wide_from: usize,
     inner: RwLock<Inner>,
 }
 
 impl PdqIndex {
-    /// An empty index with the default layout (16 tables of 16 bits).
+    /// An empty index whose layout follows its size: it starts with the default layout and
+    /// takes [`PdqIndexConfig::for_len`] of the entry count whenever it is built in bulk (a
+    /// snapshot load, or a batch applied to an empty index). Growing by small batches keeps
+    /// the current layout (changing it means rebuilding every table); the next snapshot load
+    /// re-chooses.
     pub fn new() -> Self {
-        Self::with_config(PdqIndexConfig::default()).unwrap_or_else(|_| unreachable!())
+        let chunks = PdqIndexConfig::default()
+            .chunks()
+            .unwrap_or_else(|_| unreachable!());
+        PdqIndex {
+            fixed: None,
+            wide_from: WIDE_LAYOUT_FROM,
+            inner: RwLock::new(Inner::new(&chunks)),
+        }
     }
 
-    /// An empty index with the given layout.
+    /// An empty index with the given layout, kept whatever its size.
     pub fn with_config(config: PdqIndexConfig) -> Result<Self, IndexError> {
         let chunks = config.chunks()?;
         Ok(PdqIndex {
-            config,
+            fixed: Some(config),
+            wide_from: WIDE_LAYOUT_FROM,
             inner: RwLock::new(Inner::new(&chunks)),
-            chunks,
         })
     }
 
-    /// The layout.
+    /// The current layout.
     pub fn config(&self) -> PdqIndexConfig {
-        self.config
+        PdqIndexConfig {
+            tables: self.inner.read().tables.len(),
+        }
+    }
+
+    /// The layout to build for `n` entries.
+    fn layout_for(&self, n: usize) -> Vec<Chunk> {
+        self.fixed
+            .unwrap_or_else(|| PdqIndexConfig::for_len_from(n, self.wide_from))
+            .chunks()
+            .unwrap_or_else(|_| unreachable!("layouts are validated at construction"))
     }
 
     /// Number of stored (code, id) pairs.
@@ -855,7 +1083,23 @@ impl PdqIndex {
     ///
     /// If the index would exceed `u32::MAX - 1` slots (about 4 billion entries).
     pub fn apply(&self, ops: &[PdqOp]) -> ApplyStats {
+        if ops.len() >= PATCH_LIMIT {
+            if let Some(stats) = self.try_bulk_load(ops) {
+                release_free_memory();
+                return stats;
+            }
+        }
         let mut stats = ApplyStats::default();
+        if self.fixed.is_none() && ops.len() >= PATCH_LIMIT {
+            // A bulk load into an empty index: take the layout for its final size now, while
+            // switching costs nothing.
+            let inserts = ops.iter().filter(|op| op.parts().2).count();
+            let chunks = self.layout_for(inserts);
+            let mut w = self.inner.write();
+            if w.storage.len == 0 && w.tables.len() != chunks.len() {
+                *w = Inner::new(&chunks);
+            }
+        }
         let mut rest = ops;
         while !rest.is_empty() {
             let size = MIN_SUB_BATCH.max(self.len()).min(rest.len());
@@ -872,10 +1116,43 @@ impl PdqIndex {
         stats
     }
 
+    /// The fast path of a bulk load: a batch of distinct inserts into an empty index is written
+    /// to fresh storage and indexed like a snapshot load (one full build per table instead of a
+    /// rebuild per sub-batch), then swapped in. Returns `None`, having changed nothing, when the
+    /// index is not empty or the batch has removes or repeated pairs (the general path handles
+    /// those).
+    fn try_bulk_load(&self, ops: &[PdqOp]) -> Option<ApplyStats> {
+        if ops.len() >= (u32::MAX - 1) as usize || ops.iter().any(|op| !op.parts().2) {
+            return None;
+        }
+        let guard = self.inner.upgradable_read();
+        if guard.storage.len != 0 {
+            return None;
+        }
+        let mut storage = Storage::default();
+        for (slot, op) in ops.iter().enumerate() {
+            let (code, id, _) = op.parts();
+            storage.set(slot as u32, *code, id);
+        }
+        let n = ops.len() as u32;
+        let tables = build_tables(&self.layout_for(ops.len()), &storage, n);
+        if has_repeated_pairs(&tables[0], &storage) {
+            return None;
+        }
+        // Queries keep seeing the (empty) old contents until this swap.
+        let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+        *w = Inner { tables, storage };
+        Some(ApplyStats {
+            inserted: ops.len(),
+            ..ApplyStats::default()
+        })
+    }
+
     fn apply_sub_batch(&self, ops: &[PdqOp]) -> ApplyStats {
         let mut stats = ApplyStats::default();
         let guard = self.inner.upgradable_read();
-        let chunk0 = self.chunks[0];
+        let chunks: Vec<Chunk> = guard.tables.iter().map(|t| t.chunk).collect();
+        let chunk0 = chunks[0];
 
         // 1. Resolve the batch against the index (readers keep running).
         let mut order: Vec<(u32, Code256, u64, u32)> = ops
@@ -958,8 +1235,7 @@ impl PdqIndex {
                 removed_bits[s as usize / 64] |= 1 << (s % 64);
             }
         }
-        for k in 0..self.chunks.len() {
-            let chunk = self.chunks[k];
+        for (k, &chunk) in chunks.iter().enumerate() {
             let mut rm: Vec<(u32, u32)> = removes
                 .iter()
                 .map(|&s| (chunk.of(guard.storage.code(s)), s))
@@ -1028,7 +1304,7 @@ impl PdqIndex {
             SnapshotKind::Pdq,
             watermark,
             count,
-            self.config.tables as u64,
+            self.config().tables as u64,
         )
     }
 
@@ -1070,7 +1346,7 @@ impl PdqIndex {
             }
         }
         let header = reader.finish()?;
-        let tables = build_tables(&self.chunks, &storage, slot);
+        let tables = build_tables(&self.layout_for(slot as usize), &storage, slot);
         let fresh = Inner { tables, storage };
         let old = std::mem::replace(&mut *self.inner.write(), fresh);
         drop(old);
@@ -1158,6 +1434,134 @@ mod tests {
         let mut zero = 0;
         for_each_mask(16, 0, |m| zero += m + 1);
         assert_eq!(zero, 1);
+    }
+
+    /// A full bucket borrows spare room from the next buckets in place; beyond the window's
+    /// spare room the batch does not fit (and the caller rebuilds the table).
+    #[test]
+    fn full_buckets_borrow_room_from_neighbours() {
+        let chunk = Chunk {
+            start: 0,
+            width: 16,
+        };
+        let mut storage = Storage::default();
+        // Buckets 10, 11, 12 hold one entry each (slots 0..3); every bucket gets 2 spare.
+        for (slot, key) in [10u64, 11, 12].iter().enumerate() {
+            storage.set(slot as u32, [key << 48, 0, 0, 0], slot as u64);
+        }
+        let mut table = Table::build(chunk, &storage, 3, &mut Vec::new(), &mut Vec::new());
+        assert_eq!(table.capacity(10), 3);
+        // Seven more into bucket 10 (4 over its room) plus one into 12.
+        let mut adds: Vec<(u32, u32)> = (100..107).map(|s| (10, s)).collect();
+        adds.push((12, 200));
+        adds.sort_unstable();
+        let removes = [(11u32, 1u32)];
+        assert!(table.fits(&removes, &adds));
+        table.patch(&removes, &adds);
+        let sorted = |b: &[u32]| {
+            let mut v = b.to_vec();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(
+            sorted(table.bucket(10)),
+            vec![0, 100, 101, 102, 103, 104, 105, 106]
+        );
+        assert_eq!(table.bucket(11), &[] as &[u32]);
+        assert_eq!(sorted(table.bucket(12)), vec![2, 200]);
+        for b in 0..(1u32 << 16) {
+            assert!(table.dir[b as usize][1] <= table.capacity(b));
+            if ![10, 12].contains(&b) {
+                assert!(table.bucket(b).is_empty(), "bucket {b}");
+            }
+        }
+        // The next 64 buckets have 2 spare each (less what was lent): 200 more do not fit.
+        let many: Vec<(u32, u32)> = (1000..1200).map(|s| (10, s)).collect();
+        assert!(!table.fits(&[], &many));
+        // At the last bucket nothing follows.
+        let end: Vec<(u32, u32)> = (0..3).map(|s| (u16::MAX as u32, 5000 + s)).collect();
+        assert!(!table.fits(&[], &end));
+    }
+
+    #[test]
+    fn cached_masks_match_gosper() {
+        for w in [1, 16, 19, 20, 24] {
+            for j in 0..=CACHED_ONES {
+                let mut v = Vec::new();
+                for_each_mask(w, j, |m| v.push(m));
+                assert_eq!(cached_masks(w, j), Some(v.as_slice()));
+            }
+        }
+        assert_eq!(cached_masks(16, CACHED_ONES + 1), None);
+    }
+
+    /// The automatic layout switches on bulk builds (a big batch into an empty index, a
+    /// snapshot load) and answers exactly like a scan in both layouts.
+    #[test]
+    fn automatic_layout_follows_bulk_size() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let codes: Vec<Code256> = (0..70_000)
+            .map(|_| [next(), next(), next(), next()])
+            .collect();
+        let small = PdqIndex {
+            wide_from: 70_000,
+            ..PdqIndex::new()
+        };
+        assert_eq!(small.config().tables, 16);
+        small.apply(&[PdqOp::Insert(codes[0], 0)]);
+        small.apply(&[PdqOp::Remove(codes[0], 0)]);
+        let ops: Vec<PdqOp> = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| PdqOp::Insert(c, i as u64))
+            .collect();
+        small.apply(&ops);
+        assert_eq!(small.config().tables, WIDE_TABLES);
+        let check = |index: &PdqIndex| {
+            for (i, q) in codes.iter().step_by(9_999).enumerate() {
+                let mut q = *q;
+                q[i % 4] ^= (1u64 << (i * 7 % 64)) | 0xf0f0;
+                for t in [0, 9, 30, 31, 32, 40] {
+                    let want: Vec<Hit> = {
+                        let mut v: Vec<Hit> = codes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| hamming(c, &q) <= t)
+                            .map(|(id, c)| Hit {
+                                distance: hamming(c, &q),
+                                id: id as u64,
+                            })
+                            .collect();
+                        v.sort_unstable();
+                        v
+                    };
+                    assert_eq!(index.query(&q, t), want, "threshold {t}");
+                }
+            }
+        };
+        check(&small);
+        let dir = std::env::temp_dir().join(format!("omm-index-auto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("auto.snap");
+        small.write_snapshot(&path, 5).unwrap();
+        let reloaded = PdqIndex {
+            wide_from: 1_000_000,
+            ..PdqIndex::new()
+        };
+        assert_eq!(reloaded.load_snapshot(&path).unwrap(), 5);
+        assert_eq!(reloaded.config().tables, 16);
+        check(&reloaded);
+        let fixed = PdqIndex::with_config(PdqIndexConfig { tables: 20 }).unwrap();
+        fixed.load_snapshot(&path).unwrap();
+        assert_eq!(fixed.config().tables, 20);
+        check(&fixed);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -7,7 +7,25 @@ use common::{Oracle, Rng};
 use omm_index::{Code256, Hit, PdqIndex, PdqIndexConfig, PdqOp};
 use proptest::prelude::*;
 
-const THRESHOLDS: [u32; 16] = [0, 1, 2, 7, 15, 16, 17, 20, 30, 31, 32, 33, 47, 63, 90, 256];
+/// Every threshold up to 33 (each gives other per-table probe radii in every layout), then
+/// some that take the exhaustive path.
+const THRESHOLDS: [u32; 38] = {
+    let mut t = [0u32; 38];
+    let mut i = 0;
+    while i < 34 {
+        t[i] = i as u32;
+        i += 1;
+    }
+    t[34] = 47;
+    t[35] = 63;
+    t[36] = 90;
+    t[37] = 256;
+    t
+};
+
+/// Layouts under test: the two [`PdqIndex::new`] picks by size (16 and 13 tables), and the
+/// other extremes and shapes.
+const LAYOUTS: [usize; 6] = [16, 13, 14, 20, 24, 32];
 
 fn check_queries(
     index: &PdqIndex,
@@ -15,17 +33,19 @@ fn check_queries(
     queries: &[Code256],
 ) -> Result<(), TestCaseError> {
     for q in queries {
+        // Every stored pair by (distance, id) once; each threshold's answer is a prefix.
+        let all = oracle.raw(q, 256);
         for &t in &THRESHOLDS {
+            let want = &all[..all.partition_point(|h| h.distance <= t)];
             let mut raw: Vec<Hit> = Vec::new();
             index.query_into(q, t, &mut raw);
             raw.sort_unstable();
-            prop_assert_eq!(&raw, &oracle.raw(q, t), "raw hits, threshold {}", t);
-            prop_assert_eq!(
-                index.query(q, t),
-                oracle.normalized(q, t),
-                "normalized, threshold {}",
-                t
-            );
+            prop_assert_eq!(&raw[..], want, "raw hits, threshold {}", t);
+            let mut normalized = want.to_vec();
+            normalized.sort_unstable_by_key(|h| (h.id, h.distance));
+            normalized.dedup_by_key(|h| h.id);
+            normalized.sort_unstable();
+            prop_assert_eq!(index.query(q, t), normalized, "normalized, threshold {}", t);
         }
     }
     prop_assert_eq!(index.len(), oracle.pairs.len());
@@ -61,7 +81,7 @@ fn queries_near(rng: &mut Rng, codes: &[Code256], n: usize) -> Vec<Code256> {
 
 fn layout(choice: u8) -> PdqIndexConfig {
     PdqIndexConfig {
-        tables: [16, 32, 20, 24][choice as usize % 4],
+        tables: LAYOUTS[choice as usize % LAYOUTS.len()],
     }
 }
 
@@ -73,7 +93,7 @@ proptest! {
     #[test]
     fn interleaved_batches_match_oracle(
         seed in any::<u64>(),
-        layout_choice in 0u8..4,
+        layout_choice in 0u8..6,
         bases in 1usize..12,
         variants in 0usize..12,
         max_flip in 1u32..40,
@@ -113,7 +133,7 @@ proptest! {
 
     /// Single inserts and removes, one at a time.
     #[test]
-    fn single_ops_match_oracle(seed in any::<u64>(), layout_choice in 0u8..4, n in 1usize..60) {
+    fn single_ops_match_oracle(seed in any::<u64>(), layout_choice in 0u8..6, n in 1usize..60) {
         let mut rng = Rng(seed);
         let index = PdqIndex::with_config(layout(layout_choice)).unwrap();
         let mut oracle = Oracle::default();
@@ -144,7 +164,7 @@ proptest! {
 #[test]
 fn deep_clusters_match_oracle() {
     let mut rng = Rng(42);
-    for tables in [16, 20] {
+    for tables in [16, 13, 20] {
         let index = PdqIndex::with_config(PdqIndexConfig { tables }).unwrap();
         let mut oracle = Oracle::default();
         let pool = clustered(&mut rng, 40, 60, 20);
@@ -187,8 +207,17 @@ fn deep_clusters_match_oracle() {
 /// writes, direct table rebuilds with many removes; ops on one pair span sub-batch boundaries.
 #[test]
 fn large_batches_match_oracle() {
+    large_batches(PdqIndex::new());
+}
+
+/// The same in the wide layout [`PdqIndex::new`] picks for large indexes.
+#[test]
+fn large_batches_match_oracle_wide_layout() {
+    large_batches(PdqIndex::with_config(PdqIndexConfig { tables: 13 }).unwrap());
+}
+
+fn large_batches(index: PdqIndex) {
     let mut rng = Rng(99);
-    let index = PdqIndex::new();
     let mut oracle = Oracle::default();
     let pool = clustered(&mut rng, 22_000, 10, 20);
     let mut ops: Vec<PdqOp> = pool
@@ -237,4 +266,51 @@ fn large_batches_match_oracle() {
         oracle.pairs.remove(p);
     }
     check_queries(&index, &oracle, &qs).unwrap();
+}
+
+/// Large batches of inserts into an empty index take the bulk-load path (fresh storage, full
+/// table builds) when their pairs are distinct, and fall back to the general path when a pair
+/// repeats; both must agree with the oracle, in both automatic layouts. Codes shared by several
+/// ids are allowed on the bulk path.
+#[test]
+fn bulk_loads_match_oracle() {
+    for (tables, repeat) in [(16, false), (16, true), (13, false), (13, true)] {
+        let mut rng = Rng(7 + tables as u64);
+        let index = PdqIndex::with_config(PdqIndexConfig { tables }).unwrap();
+        let pool = clustered(&mut rng, 7_000, 10, 20);
+        let mut ops: Vec<PdqOp> = pool
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| PdqOp::Insert(c, i as u64 % 60_000))
+            .collect();
+        // The same code under another id (distinct pairs).
+        ops.push(PdqOp::Insert(pool[5], 999_999));
+        if repeat {
+            ops.push(PdqOp::Insert(pool[3], 3));
+        }
+        let mut oracle = Oracle::default();
+        for op in &ops {
+            if let PdqOp::Insert(c, id) = *op {
+                oracle.pairs.insert((c, id));
+            }
+        }
+        let stats = index.apply(&ops);
+        assert_eq!(stats.inserted, oracle.pairs.len());
+        assert_eq!(stats.unchanged, usize::from(repeat));
+        assert_eq!(index.config().tables, tables);
+        let qs = queries_near(&mut rng, &pool, 12);
+        check_queries(&index, &oracle, &qs).unwrap();
+        // Incremental changes on top of a bulk-loaded index.
+        let mut batch = Vec::new();
+        for i in (0..pool.len()).step_by(11) {
+            batch.push(PdqOp::Remove(pool[i], i as u64 % 60_000));
+            oracle.pairs.remove(&(pool[i], i as u64 % 60_000));
+            let c = rng.flip(&pool[i], 2);
+            batch.push(PdqOp::Insert(c, 70_000 + i as u64));
+            oracle.pairs.insert((c, 70_000 + i as u64));
+        }
+        index.apply(&batch[..200]);
+        index.apply(&batch[200..]);
+        check_queries(&index, &oracle, &qs).unwrap();
+    }
 }
