@@ -140,17 +140,20 @@ impl Coin {
         }
     }
 
-    /// Whether something with this enabled ratio is kept for this lookup.
+    /// Whether a bank with this enabled ratio is kept for this lookup.
     ///
-    /// A ratio of 0 (or below, or NaN) really disables, even when the coin is bypassed: this is
-    /// the documented fix of upstream, where a bypassed coin flip still matched ratio-0 banks.
+    /// As upstream (spec §6.2): a bypassed coin keeps every bank with a ratio of 0 or more (the
+    /// point of the bypass is to find content in banks switched off for matching); a drawn coin
+    /// keeps ratios of at least the draw, and never a ratio of 0. A negative or NaN ratio is
+    /// never kept. Signal types are stricter: [`crate::Matcher::lookup`] refuses a type whose
+    /// ratio is 0 before any coin is drawn.
     pub fn keeps(self, ratio: f64) -> bool {
-        if ratio.is_nan() || ratio <= 0.0 {
+        if ratio.is_nan() || ratio < 0.0 {
             return false;
         }
         match self {
             Coin::Bypassed => true,
-            Coin::Drawn(c) => ratio >= c,
+            Coin::Drawn(c) => ratio > 0.0 && ratio >= c,
         }
     }
 }
@@ -181,7 +184,7 @@ mod tests {
         ] {
             assert!(c.keeps(1.0));
             assert!(c.keeps(1.5));
-            assert!(!c.keeps(0.0));
+            assert_eq!(c.keeps(0.0), c == Coin::Bypassed, "{c:?}");
             assert!(!c.keeps(-1.0));
             assert!(!c.keeps(f64::NAN));
         }

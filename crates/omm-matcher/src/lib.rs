@@ -21,9 +21,9 @@
 //! ```
 //!
 //! Semantics that differ from Open Media Match on purpose (for `docs/compatibility.md`):
-//! a bank or signal type with ratio 0 never matches, even with `bypass_coinflip`; the content
-//! of a disabled exchange does not match; deleted content never appears, also in
-//! `raw_lookup` without `banks`; a signal type with ratio 0 is disabled.
+//! a signal type with ratio 0 is disabled (a bank with ratio 0 still matches when the coin
+//! flip is bypassed, as upstream); the content of a disabled exchange does not match; deleted
+//! content never appears, also in `raw_lookup` without `banks`.
 
 pub mod coinflip;
 mod matcher;

@@ -388,6 +388,14 @@ impl Matcher {
         true
     }
 
+    /// Time since the change log was last read to its end (`None` before that). Cheap: no
+    /// lock, unlike [`Matcher::status`]; `/status` calls it on every probe.
+    pub fn lag(&self) -> Option<Duration> {
+        let caught_up = self.shared.caught_up_at.load(Ordering::Acquire);
+        (caught_up > 0)
+            .then(|| Duration::from_millis(now_millis().saturating_sub(caught_up).max(0) as u64))
+    }
+
     /// The change log seq applied so far.
     pub fn applied_seq(&self) -> i64 {
         self.shared.applied_seq.load(Ordering::Acquire)
@@ -541,14 +549,11 @@ impl Matcher {
     /// Status of the matcher and each index.
     pub fn status(&self) -> MatcherStatus {
         let s = &self.shared;
-        let caught_up = s.caught_up_at.load(Ordering::Acquire);
         let state = s.state.read();
         MatcherStatus {
             ready: self.is_ready(),
             applied_seq: self.applied_seq(),
-            lag: (caught_up > 0).then(|| {
-                Duration::from_millis(now_millis().saturating_sub(caught_up).max(0) as u64)
-            }),
+            lag: self.lag(),
             load: s.load.lock().clone(),
             last_error: s.last_error.lock().clone(),
             content_count: state.content_count(),

@@ -729,7 +729,11 @@ mod tests {
         assert!(kept(&s, 10, Coin::Drawn(0.4)).is_none());
         assert!(kept(&s, 10, Coin::Bypassed).is_some());
         s.apply(&bank(1, "A", 0.0, None), true);
-        assert!(kept(&s, 10, Coin::Bypassed).is_none());
+        assert!(kept(&s, 10, Coin::Drawn(0.0)).is_none());
+        assert!(
+            kept(&s, 10, Coin::Bypassed).is_some(),
+            "bypass keeps ratio 0"
+        );
         // Rename.
         s.apply(&bank(1, "B", 1.0, None), true);
         assert_eq!(kept(&s, 10, Coin::Bypassed).as_deref(), Some("B"));

@@ -82,16 +82,24 @@ async fn freshness_scenario(store: Store) {
         );
     }
 
-    // Ratio 0 really disables (even bypassed); 1 always matches.
+    // Ratio 0 matches only with the coin flip bypassed (as upstream); 1 always matches.
     let ratio = |r: f64| BankUpdate {
         enabled_ratio: Some(r),
         ..Default::default()
     };
     store.update_bank("A", &ratio(0.0)).await.expect("ratio");
+    let seeded = |s: &str| LookupOptions {
+        seed: Some(s.to_string()),
+        ..Default::default()
+    };
     assert!(
-        eventually(DEADLINE, || matched_ids(&m, &h2).is_empty()).await,
+        eventually(DEADLINE, || ["abc", "42", "x"].iter().all(|s| m
+            .lookup("pdq", &h2, &seeded(s))
+            .is_ok_and(|v| v.is_empty())))
+        .await,
         "ratio 0"
     );
+    assert_eq!(matched_ids(&m, &h2), vec![c2], "ratio 0, bypassed");
     store.update_bank("A", &ratio(1.0)).await.expect("ratio");
     assert!(
         eventually(DEADLINE, || matched_ids(&m, &h2) == vec![c2]).await,
@@ -262,9 +270,12 @@ async fn freshness_scenario(store: Store) {
         Err(LookupError::InvalidSignal(_))
     ));
 
+    // The conditions above can hold before the bank deletion's own log entry is applied.
+    let seq = store.current_seq().await.expect("seq");
+    assert!(m.wait_for_seq(seq, DEADLINE).await);
     let status = m.status();
     assert!(status.ready);
-    assert_eq!(status.applied_seq, store.current_seq().await.expect("seq"));
+    assert_eq!(status.applied_seq, seq);
     m.shutdown().await.expect("shutdown");
 }
 

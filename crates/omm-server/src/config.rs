@@ -55,6 +55,14 @@ pub struct ServerConfig {
     pub task_fetcher_interval_seconds: u64,
     /// Milliseconds between two polls of the store's change log by the matcher.
     pub matcher_poll_interval_ms: u64,
+    /// Keep matcher snapshots on disk: loaded at start (instead of reading every signal from
+    /// the database), written every `matcher_snapshot_interval_seconds` and at shutdown.
+    pub matcher_snapshots: bool,
+    /// Directory of the matcher snapshots. Empty: `<data_dir>/matcher-snapshot`.
+    pub matcher_snapshot_dir: PathBuf,
+    /// Seconds between two periodic snapshots (written only if something changed); 0: only
+    /// at shutdown.
+    pub matcher_snapshot_interval_seconds: u64,
     /// `/status` answers 503 INDEX-STALE when the matcher has not synced for this long
     /// (seconds); 0 disables the check.
     pub index_cache_max_stale_sec: u64,
@@ -94,6 +102,9 @@ impl Default for ServerConfig {
             task_fetcher: true,
             task_fetcher_interval_seconds: 240,
             matcher_poll_interval_ms: 1000,
+            matcher_snapshots: true,
+            matcher_snapshot_dir: PathBuf::new(),
+            matcher_snapshot_interval_seconds: 600,
             index_cache_max_stale_sec: 65,
             max_remote_file_size: DEFAULT_MAX_REMOTE_FILE_SIZE,
             allowed_hostnames: Vec::new(),
@@ -138,6 +149,9 @@ pub const KEYS: &[&str] = &[
     "task_fetcher",
     "task_fetcher_interval_seconds",
     "matcher_poll_interval_ms",
+    "matcher_snapshots",
+    "matcher_snapshot_dir",
+    "matcher_snapshot_interval_seconds",
     "index_cache_max_stale_sec",
     "max_remote_file_size",
     "allowed_hostnames",
@@ -229,6 +243,17 @@ impl ServerConfig {
         self.allowed_hostnames.retain(|h| !h.is_empty());
     }
 
+    /// Where matcher snapshots live, or `None` when they are off.
+    pub fn effective_snapshot_dir(&self) -> Option<PathBuf> {
+        if !self.matcher_snapshots {
+            None
+        } else if self.matcher_snapshot_dir.as_os_str().is_empty() {
+            Some(self.data_dir.join("matcher-snapshot"))
+        } else {
+            Some(self.matcher_snapshot_dir.clone())
+        }
+    }
+
     /// The database URL to connect to: the configured one, or a SQLite file in `data_dir`.
     pub fn effective_database_url(&self) -> String {
         if self.database_url.is_empty() {
@@ -284,6 +309,33 @@ mod tests {
         assert!(!config.production);
         assert_eq!(config.max_remote_file_size, 100 * 1024 * 1024);
         assert!(config.effective_database_url().starts_with("sqlite://"));
+        assert_eq!(
+            config.effective_snapshot_dir(),
+            Some(PathBuf::from("omm-data/matcher-snapshot"))
+        );
+    }
+
+    #[test]
+    fn snapshot_settings_from_env_and_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "matcher_snapshot_dir = \"/x/snaps\"").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OMMS_MATCHER_SNAPSHOT_INTERVAL_SECONDS", "30");
+            let env = Env::prefixed("OMMS_").filter(|k| is_known_key(k.as_str()));
+            let config =
+                ServerConfig::load_with_env(Some(file.path()), env, Flags::default()).unwrap();
+            assert_eq!(config.matcher_snapshot_interval_seconds, 30);
+            assert_eq!(
+                config.effective_snapshot_dir(),
+                Some(PathBuf::from("/x/snaps"))
+            );
+            jail.set_env("OMMS_MATCHER_SNAPSHOTS", "false");
+            let env = Env::prefixed("OMMS_").filter(|k| is_known_key(k.as_str()));
+            let config =
+                ServerConfig::load_with_env(Some(file.path()), env, Flags::default()).unwrap();
+            assert_eq!(config.effective_snapshot_dir(), None);
+            Ok(())
+        });
     }
 
     #[test]

@@ -12,7 +12,6 @@ pub mod error;
 pub mod extract;
 pub mod fetch;
 pub mod hashing;
-pub mod matching;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use omm_matcher::{IndexedType, KeyKind, Matcher, MatcherConfig};
+use omm_signals::SignalType;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
@@ -11,8 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::{LogFormat, ServerConfig};
 use crate::fetch::{FetchPolicy, UrlFetcher};
 use crate::hashing::MediaHasher;
-use crate::matching::Matcher;
-use crate::state::{AppState, MatcherHealth};
+use crate::state::AppState;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,50 @@ impl RunningServer {
     }
 }
 
-/// Builds the shared state from a configuration and services.
+/// How the matcher indexes one of our signal types.
+pub fn indexed_type(st: SignalType) -> IndexedType {
+    let kind = match st {
+        SignalType::Pdq => KeyKind::Pdq,
+        SignalType::VideoMd5 | SignalType::UrlMd5 => KeyKind::HexDigest { bytes: 16 },
+        SignalType::VideoSha256 => KeyKind::HexDigest { bytes: 32 },
+        SignalType::Url => KeyKind::Text,
+    };
+    IndexedType {
+        name: st.name().to_owned(),
+        kind,
+        threshold: st.default_threshold(),
+    }
+}
+
+/// The matcher's configuration. A process without the matcher role still tails the filter
+/// state (signal type ratios, for the hasher) but indexes nothing and keeps no snapshots.
+fn matcher_config(config: &ServerConfig, services: &Services) -> MatcherConfig {
+    let (signal_types, snapshot_dir) = if config.role_matcher {
+        (
+            services
+                .signal_types
+                .iter()
+                .copied()
+                .map(indexed_type)
+                .collect(),
+            config.effective_snapshot_dir(),
+        )
+    } else {
+        (Vec::new(), None)
+    };
+    MatcherConfig {
+        signal_types,
+        poll_interval: Duration::from_millis(config.matcher_poll_interval_ms.max(10)),
+        snapshot_dir,
+        snapshot_interval: (config.matcher_snapshot_interval_seconds > 0)
+            .then(|| Duration::from_secs(config.matcher_snapshot_interval_seconds)),
+        ..MatcherConfig::default()
+    }
+}
+
+/// Builds the shared state from a configuration and services; starts the matcher (it loads
+/// in the background, from its snapshot if one is usable, else from the store). Must be called
+/// within a tokio runtime.
 pub fn build_state(config: ServerConfig, services: Services) -> Result<AppState, ServerError> {
     let fetcher = UrlFetcher::new(FetchPolicy {
         allowed_hostnames: config.allowed_hostnames.clone(),
@@ -92,21 +136,13 @@ pub fn build_state(config: ServerConfig, services: Services) -> Result<AppState,
         max_redirects: config.fetch_max_redirects,
     })
     .map_err(|e| ServerError::Setup(e.to_string()))?;
-    let health = Arc::new(MatcherHealth::default());
-    // A process without the matcher role still tails the state (signal type ratios, for the
-    // hasher), but indexes nothing.
-    let indexed: &[omm_signals::SignalType] = if config.role_matcher {
-        &services.signal_types
-    } else {
-        &[]
-    };
-    let matcher = Arc::new(Matcher::new(indexed));
+    let matcher = Matcher::start(services.store.clone(), matcher_config(&config, &services))
+        .map_err(|e| ServerError::Setup(e.to_string()))?;
     Ok(AppState {
         uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
         config: Arc::new(config),
         hasher: services.hasher,
         fetcher,
-        health,
         signal_types: Arc::new(services.signal_types),
         store: services.store,
         matcher,
@@ -121,21 +157,17 @@ pub async fn start_with_shutdown(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningServer, ServerError> {
     let listen = config.listen;
-    let state = build_state(config, services)?;
+    // Bind first: a taken port should not start a matcher load for nothing.
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ServerError::Bind {
             addr: listen,
             source,
         })?;
+    let state = build_state(config, services)?;
     let addr = listener.local_addr()?;
     let router = crate::app::build_router(state.clone());
-    let sync = tokio::spawn(crate::matching::run_sync(
-        state.matcher.clone(),
-        state.store.clone(),
-        state.health.clone(),
-        Duration::from_millis(state.config.matcher_poll_interval_ms.max(10)),
-    ));
+    let matcher = state.matcher.clone();
     let fetch_task = state.config.task_fetcher.then(|| spawn_fetcher(&state));
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
@@ -150,11 +182,15 @@ pub async fn start_with_shutdown(
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServerError::Serve);
-        sync.abort();
         // Dropping a fetch mid-batch is safe: each batch and its checkpoint are one store
         // transaction, so the next run resumes from the last stored checkpoint.
         if let Some(task) = fetch_task {
             task.abort();
+        }
+        // Stops tailing and writes the final snapshot, so the next start loads it and only
+        // replays what changed while this process was down.
+        if let Err(e) = matcher.shutdown().await {
+            tracing::warn!(error = %e, "matcher shutdown: final snapshot not written");
         }
         result
     });

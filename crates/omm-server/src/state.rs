@@ -1,23 +1,15 @@
 //! Shared state of the running server.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use omm_matcher::Matcher;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::fetch::UrlFetcher;
 use crate::hashing::MediaHasher;
-use crate::matching::Matcher;
-
-/// Readiness of the matcher, read by `/status` and `/readyz`.
-#[derive(Debug, Default)]
-pub struct MatcherHealth {
-    ready: AtomicBool,
-    last_sync_unix_ms: AtomicU64,
-}
 
 /// What `/status` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,40 +22,18 @@ pub enum Readiness {
     Stale,
 }
 
-impl MatcherHealth {
-    /// Records a successful sync with the store; the first one makes the matcher ready.
-    pub fn mark_synced(&self) {
-        self.last_sync_unix_ms
-            .store(now_unix_ms(), Ordering::Release);
-        self.ready.store(true, Ordering::Release);
+/// Readiness from the matcher's state: not loaded before its first complete load, stale when
+/// the change log was last read to its end more than `max_stale_sec` ago (0: never stale).
+pub fn readiness(ready: bool, lag: Option<Duration>, max_stale_sec: u64) -> Readiness {
+    if !ready {
+        return Readiness::NotLoaded;
     }
-
-    /// True once the first load completed.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// Readiness given a staleness limit in seconds (0: never stale).
-    pub fn readiness(&self, max_stale_sec: u64) -> Readiness {
-        if !self.is_ready() {
-            return Readiness::NotLoaded;
+    match lag {
+        Some(lag) if max_stale_sec > 0 && lag > Duration::from_secs(max_stale_sec) => {
+            Readiness::Stale
         }
-        if max_stale_sec > 0 {
-            let last = self.last_sync_unix_ms.load(Ordering::Acquire);
-            if now_unix_ms().saturating_sub(last) > max_stale_sec.saturating_mul(1000) {
-                return Readiness::Stale;
-            }
-        }
-        Readiness::Ready
+        _ => Readiness::Ready,
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// State shared by every handler. Cheap to clone.
@@ -77,14 +47,13 @@ pub struct AppState {
     pub fetcher: UrlFetcher,
     /// Bounds uploads and downloads processed at once.
     pub uploads: Arc<Semaphore>,
-    /// Matcher readiness.
-    pub health: Arc<MatcherHealth>,
     /// Installed signal types.
     pub signal_types: Arc<Vec<omm_signals::SignalType>>,
     /// The store.
     pub store: omm_store::Store,
-    /// The in-memory matcher (also the source of signal type ratios).
-    pub matcher: Arc<Matcher>,
+    /// The in-memory matcher (`omm-matcher`), also the source of signal type ratios. Without
+    /// the matcher role it indexes nothing but still tails the filter state.
+    pub matcher: Matcher,
 }
 
 impl AppState {
@@ -95,6 +64,15 @@ impl AppState {
             .acquire_owned()
             .await
             .map_err(|_| ApiError::unavailable("server is shutting down"))
+    }
+
+    /// What `/status` should answer now.
+    pub fn readiness(&self) -> Readiness {
+        readiness(
+            self.matcher.is_ready(),
+            self.matcher.lag(),
+            self.config.index_cache_max_stale_sec,
+        )
     }
 
     /// True when `signal_type` is installed and its ratio is above 0.
@@ -115,13 +93,11 @@ mod tests {
 
     #[test]
     fn readiness_transitions() {
-        let health = MatcherHealth::default();
-        assert_eq!(health.readiness(65), Readiness::NotLoaded);
-        health.mark_synced();
-        assert_eq!(health.readiness(65), Readiness::Ready);
-        assert_eq!(health.readiness(0), Readiness::Ready);
-        health.last_sync_unix_ms.store(1, Ordering::Release);
-        assert_eq!(health.readiness(65), Readiness::Stale);
-        assert_eq!(health.readiness(0), Readiness::Ready);
+        let secs = Duration::from_secs;
+        assert_eq!(readiness(false, None, 65), Readiness::NotLoaded);
+        assert_eq!(readiness(false, Some(secs(1)), 65), Readiness::NotLoaded);
+        assert_eq!(readiness(true, Some(secs(1)), 65), Readiness::Ready);
+        assert_eq!(readiness(true, Some(secs(66)), 65), Readiness::Stale);
+        assert_eq!(readiness(true, Some(secs(66)), 0), Readiness::Ready);
     }
 }

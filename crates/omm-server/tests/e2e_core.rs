@@ -38,30 +38,85 @@ async fn status_endpoints() {
     }
 }
 
+/// The store as a change source whose initial load waits for a gate: a matcher on it stays
+/// "not loaded" until the test opens the gate.
+struct GatedStore {
+    store: omm_store::Store,
+    gate: tokio::sync::watch::Receiver<bool>,
+}
+
+impl omm_matcher::ChangeSource for GatedStore {
+    type Initial = <omm_store::Store as omm_matcher::ChangeSource>::Initial;
+    type Wake = <omm_store::Store as omm_matcher::ChangeSource>::Wake;
+
+    async fn current_seq(&self) -> Result<i64, omm_matcher::SourceError> {
+        omm_matcher::ChangeSource::current_seq(&self.store).await
+    }
+
+    async fn changes_since(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<omm_matcher::SeqEvent>, omm_matcher::SourceError> {
+        omm_matcher::ChangeSource::changes_since(&self.store, after, limit).await
+    }
+
+    async fn load_state(&self, chunk: usize) -> Result<Self::Initial, omm_matcher::SourceError> {
+        let mut gate = self.gate.clone();
+        let _ = gate.wait_for(|open| *open).await;
+        omm_matcher::ChangeSource::load_state(&self.store, chunk).await
+    }
+
+    async fn subscribe(&self) -> Result<Option<Self::Wake>, omm_matcher::SourceError> {
+        omm_matcher::ChangeSource::subscribe(&self.store).await
+    }
+}
+
 #[tokio::test]
 async fn status_is_503_until_the_matcher_has_loaded() {
     let t = TestServer::start(|_| {}).await;
-    // A fresh health flag: not loaded.
+    // The same server state with a matcher whose first load waits for a gate.
     let state = t.server.state().clone();
-    let fresh = std::sync::Arc::new(omm_server::state::MatcherHealth::default());
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let source = GatedStore {
+        store: state.store.clone(),
+        gate,
+    };
+    let matcher = omm_matcher::Matcher::start(
+        source,
+        omm_matcher::MatcherConfig {
+            signal_types: vec![omm_server::server::indexed_type(
+                omm_signals::SignalType::Pdq,
+            )],
+            ..omm_matcher::MatcherConfig::default()
+        },
+    )
+    .unwrap();
     let app = omm_server::app::build_router(omm_server::state::AppState {
-        health: fresh.clone(),
+        matcher: matcher.clone(),
         ..state
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let get = |p: &'static str| {
+    let get = |p: &str| {
         let c = t.client.clone();
+        let url = format!("http://{addr}{p}");
         async move {
-            let r = c.get(format!("http://{addr}{p}")).send().await.unwrap();
+            let r = c.get(url).send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
     assert_eq!(get("/status").await, (503, "INDEX-NOT-LOADED".into()));
     assert_eq!(get("/readyz").await, (503, "INDEX-NOT-LOADED".into()));
     assert_eq!(get("/status/live").await, (200, "I-AM-ALIVE".into()));
-    fresh.mark_synced();
+    let pdq = "f".repeat(64);
+    let (status, body) = get(&format!("/m/raw_lookup?signal_type=pdq&signal={pdq}")).await;
+    assert_eq!(status, 503, "{body}");
+    let (_, index) = get("/m/index/status?signal_type=pdq").await;
+    assert!(index.contains("\"present\":false"), "{index}");
+    open.send_replace(true);
+    assert!(matcher.wait_ready(std::time::Duration::from_secs(20)).await);
     assert_eq!(get("/status").await, (200, "I-AM-ALIVE".into()));
 }
 

@@ -683,19 +683,24 @@ pub async fn signal_type_index(
     let stats = state.store.signal_type_stats().await.map_err(store_error)?;
     let current_seq = state.store.current_seq().await.map_err(store_error)?;
     let applied = state.matcher.applied_seq();
+    let ready = state.matcher.is_ready();
+    let index = state.matcher.index_status();
     let mut out = Map::new();
     for st in types {
         let stat = stats.iter().find(|s| s.signal_type == st.name());
         let db_size = stat.map(|s| s.count).unwrap_or(0);
-        let index_size = state.matcher.index_size(st.name()).unwrap_or(0) as i64;
+        let index_size = index
+            .iter()
+            .find(|t| t.signal_type == st.name())
+            .map_or(0, |t| t.size as i64);
         out.insert(
             st.name().to_owned(),
             json!({
                 "db_size": db_size,
                 "index_size": index_size,
-                "index_out_of_date": !state.health.is_ready() || applied < current_seq,
+                "index_out_of_date": !ready || applied < current_seq,
                 "newest_db_item": current_seq,
-                "index_built_to": if state.health.is_ready() { applied } else { -1 },
+                "index_built_to": if ready { applied } else { -1 },
             }),
         );
     }

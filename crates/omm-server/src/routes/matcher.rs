@@ -1,21 +1,20 @@
 //! `/m`: lookups against the in-memory index, index status, hash comparison.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::State;
 use axum::Json;
-use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{flexible_bool, ApiJson, ApiQuery};
-use crate::matching::{LookupFilter, MatchHit};
 use crate::routes::curator::{selected_types, store_error};
 use crate::state::AppState;
 use crate::upload::{hash_upload, hash_url, multipart_rejection, read_upload};
+use omm_matcher::{LookupError, LookupOptions, Match, RawLookupOptions};
 use omm_signals::SignalType;
 
 /// A signal type that exists and is enabled, or Open Media Match's 400.
@@ -36,11 +35,14 @@ fn canonical(st: SignalType, value: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid signal: {e}")))
 }
 
-fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
-    if state.health.is_ready() {
-        Ok(())
-    } else {
-        Err(ApiError::unavailable("index not yet ready"))
+/// The API error of a matcher refusal. The server validated the type and value already, so
+/// only readiness (or a race with a ratio change) can get here.
+fn lookup_error(e: LookupError) -> ApiError {
+    match e {
+        LookupError::NotReady => ApiError::unavailable("index not yet ready"),
+        LookupError::UnknownSignalType(_)
+        | LookupError::SignalTypeDisabled(_)
+        | LookupError::InvalidSignal(_) => ApiError::bad_request(e.to_string()),
     }
 }
 
@@ -52,7 +54,7 @@ fn distance_text(st: SignalType, distance: u32) -> String {
     }
 }
 
-fn bank_set(banks: Option<&str>) -> Option<HashSet<String>> {
+fn bank_list(banks: Option<&str>) -> Option<Vec<String>> {
     banks.map(|b| b.split(',').map(str::to_owned).collect())
 }
 
@@ -86,9 +88,14 @@ pub async fn raw_lookup(
     };
     let st = enabled_type(&state, signal_type)?;
     let value = canonical(st, signal)?;
-    ensure_ready(&state)?;
-    let banks = bank_set(q.banks.as_deref());
-    let hits = state.matcher.raw_lookup(st, &value, banks.as_ref());
+    let options = RawLookupOptions {
+        banks: bank_list(q.banks.as_deref()),
+        max_distance: None,
+    };
+    let hits = state
+        .matcher
+        .raw_lookup(st.name(), &value, &options)
+        .map_err(lookup_error)?;
     let matches: Vec<Value> = if q.include_distance.unwrap_or(false) {
         hits.iter()
             .map(|h| json!({"bank_content_id": h.content_id, "distance": distance_text(st, h.distance)}))
@@ -145,29 +152,10 @@ pub struct LookupUploadQuery {
     pub detailed: Option<bool>,
 }
 
-/// One coin per lookup call: 0 when bypassed, seeded when a seed is given.
-fn coin(seed: Option<&str>, bypass: bool) -> f64 {
-    if bypass {
-        return 0.0;
-    }
-    match seed {
-        Some(s) => {
-            // FNV-1a of the seed: stable across runs and platforms.
-            let mut h: u64 = 0xcbf29ce484222325;
-            for b in s.as_bytes() {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x100000001b3);
-            }
-            rand::rngs::StdRng::seed_from_u64(h).gen::<f64>()
-        }
-        None => rand::thread_rng().gen::<f64>(),
-    }
-}
-
 async fn bank_map(
     state: &AppState,
     st: SignalType,
-    hits: Vec<MatchHit>,
+    hits: Vec<Match>,
     detailed: bool,
 ) -> ApiResult<Value> {
     let details = if detailed && !hits.is_empty() {
@@ -199,29 +187,36 @@ async fn bank_map(
                 None => Value::Null,
             };
         }
-        out.entry(h.bank_name).or_default().push(m);
+        out.entry(h.bank_name.to_string()).or_default().push(m);
     }
     Ok(json!(out))
 }
 
+/// The lookup options shared by every signal of one request.
+fn lookup_options(banks: Option<&str>, seed: Option<&str>, bypass: bool) -> LookupOptions {
+    LookupOptions {
+        seed: seed.map(str::to_owned),
+        bypass_coinflip: bypass,
+        banks: bank_list(banks),
+        max_distance: None,
+    }
+}
+
+/// Looks up each signal; the matcher draws one coin per signal type (per lookup call).
 async fn lookup_signals(
     state: &AppState,
     signals: &BTreeMap<String, String>,
-    filter: &LookupFilter,
-    seed: Option<&str>,
-    bypass: bool,
+    options: &LookupOptions,
     detailed: bool,
 ) -> ApiResult<Map<String, Value>> {
     let mut out = Map::new();
     for (name, value) in signals {
         let st = enabled_type(state, name)?;
         let canonical = canonical(st, value)?;
-        ensure_ready(state)?;
-        let filter = LookupFilter {
-            coin: coin(seed, bypass),
-            banks: filter.banks.clone(),
-        };
-        let hits = state.matcher.lookup(st, &canonical, &filter);
+        let hits = state
+            .matcher
+            .lookup(st.name(), &canonical, options)
+            .map_err(lookup_error)?;
         out.insert(name.clone(), bank_map(state, st, hits, detailed).await?);
     }
     Ok(out)
@@ -235,26 +230,18 @@ pub async fn lookup_get(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<LookupQuery>,
 ) -> ApiResult<Json<Value>> {
-    let bypass = q.bypass_coinflip.unwrap_or(false);
     let detailed = q.detailed.unwrap_or(false);
-    let filter = LookupFilter {
-        coin: 0.0,
-        banks: bank_set(q.banks.as_deref()),
-    };
+    let options = lookup_options(
+        q.banks.as_deref(),
+        q.seed.as_deref(),
+        q.bypass_coinflip.unwrap_or(false),
+    );
     if let Some(url) = q.url.as_deref() {
         if !state.config.role_hasher {
             return Err(ApiError::forbidden("Hashing is disabled, missing role"));
         }
         let signals = hash_url(&state, url, q.content_type.as_deref(), q.types.as_deref()).await?;
-        let out = lookup_signals(
-            &state,
-            &signals,
-            &filter,
-            q.seed.as_deref(),
-            bypass,
-            detailed,
-        )
-        .await?;
+        let out = lookup_signals(&state, &signals, &options, detailed).await?;
         if let Some(st) = q.signal_type.as_deref() {
             return Ok(Json(out.get(st).cloned().unwrap_or_else(|| json!({}))));
         }
@@ -266,8 +253,7 @@ pub async fn lookup_get(
         ));
     };
     let one = BTreeMap::from([(signal_type.to_owned(), signal.to_owned())]);
-    let mut out =
-        lookup_signals(&state, &one, &filter, q.seed.as_deref(), bypass, detailed).await?;
+    let mut out = lookup_signals(&state, &one, &options, detailed).await?;
     Ok(Json(out.remove(signal_type).unwrap_or_else(|| json!({}))))
 }
 
@@ -288,19 +274,12 @@ pub async fn lookup_post(
     let _permit = state.upload_permit().await?;
     let upload = read_upload(&state, multipart).await?;
     let signals = hash_upload(&state, &upload, q.types.as_deref()).await?;
-    let filter = LookupFilter {
-        coin: 0.0,
-        banks: bank_set(q.banks.as_deref()),
-    };
-    let out = lookup_signals(
-        &state,
-        &signals,
-        &filter,
+    let options = lookup_options(
+        q.banks.as_deref(),
         q.seed.as_deref(),
         q.bypass_coinflip.unwrap_or(false),
-        q.detailed.unwrap_or(false),
-    )
-    .await?;
+    );
+    let out = lookup_signals(&state, &signals, &options, q.detailed.unwrap_or(false)).await?;
     Ok(Json(Value::Object(out)))
 }
 
@@ -320,16 +299,21 @@ pub async fn index_status(
     ApiQuery(q): ApiQuery<IndexStatusQuery>,
 ) -> ApiResult<Json<Value>> {
     let types = selected_types(&state, q.signal_type.as_deref())?;
-    let ready = state.health.is_ready();
+    let ready = state.matcher.is_ready();
+    let built_to = state.matcher.applied_seq();
+    let status = state.matcher.index_status();
     let mut out = Map::new();
     for st in types {
+        let entry = status
+            .iter()
+            .find(|t| t.signal_type == st.name())
+            .filter(|_| ready);
         out.insert(
             st.name().to_owned(),
-            json!({
-                "present": ready,
-                "built_to": if ready { state.matcher.applied_seq() } else { -1 },
-                "size": if ready { state.matcher.index_size(st.name()).unwrap_or(0) } else { 0 },
-            }),
+            match entry {
+                Some(t) => json!({"present": true, "built_to": built_to, "size": t.size}),
+                None => json!({"present": false, "built_to": -1, "size": 0}),
+            },
         );
     }
     Ok(Json(Value::Object(out)))

@@ -42,10 +42,7 @@ fn readiness_response(state: &AppState) -> Response {
     if !state.config.role_matcher {
         return text(StatusCode::OK, ALIVE);
     }
-    match state
-        .health
-        .readiness(state.config.index_cache_max_stale_sec)
-    {
+    match state.readiness() {
         Readiness::Ready => text(StatusCode::OK, ALIVE),
         Readiness::NotLoaded => text(StatusCode::SERVICE_UNAVAILABLE, "INDEX-NOT-LOADED"),
         Readiness::Stale => text(StatusCode::SERVICE_UNAVAILABLE, "INDEX-STALE"),

@@ -188,6 +188,13 @@ impl TestServer {
         }
     }
 
+    /// Shuts the server down gracefully (the matcher writes its final snapshot) and hands
+    /// back its data directory, to start again on it.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.server.shutdown().await.expect("clean shutdown");
+        self._dir
+    }
+
     /// Absolute URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
@@ -222,7 +229,7 @@ impl TestServer {
 /// Waits (with a deadline) until the matcher has loaded.
 async fn config_matcher_wait(server: &RunningServer) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !server.state().health.is_ready() {
+    while !server.state().matcher.is_ready() {
         assert!(std::time::Instant::now() < deadline, "matcher did not load");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

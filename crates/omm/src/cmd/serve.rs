@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
+    /// Directory of the matcher snapshots [default: <data-dir>/matcher-snapshot].
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Seconds between two matcher snapshots; 0: only at shutdown [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub snapshot_interval_seconds: Option<u64>,
+    /// Keep no matcher snapshots: every start reads all signals from the database.
+    #[arg(long)]
+    pub no_snapshots: bool,
 }
 
 /// Log format on the command line.
@@ -111,6 +120,12 @@ struct FlagOverrides {
     max_content_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matcher_snapshot_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matcher_snapshot_interval_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matcher_snapshots: Option<bool>,
 }
 
 impl From<&ServeArgs> for FlagOverrides {
@@ -135,6 +150,9 @@ impl From<&ServeArgs> for FlagOverrides {
                 LogFormatArg::Text => LogFormat::Text,
                 LogFormatArg::Json => LogFormat::Json,
             }),
+            matcher_snapshot_dir: args.snapshot_dir.clone(),
+            matcher_snapshot_interval_seconds: args.snapshot_interval_seconds,
+            matcher_snapshots: args.no_snapshots.then_some(false),
         }
     }
 }
