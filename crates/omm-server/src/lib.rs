@@ -13,6 +13,7 @@ pub mod extract;
 pub mod fetch;
 pub mod hashing;
 pub mod matching;
+pub mod reviews;
 pub mod routes;
 pub mod server;
 pub mod state;
