@@ -130,7 +130,7 @@ impl PgStore {
                 .map_err(pe)?
                 .try_get(0)
                 .map_err(pe)?;
-            let pending = review.write_back_apis.iter().any(|a| *a == api);
+            let pending = review.write_back_apis.contains(&api);
             let (state, next) = if pending {
                 (DeliveryState::Pending, Some(now))
             } else {

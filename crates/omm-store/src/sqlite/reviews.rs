@@ -163,7 +163,7 @@ impl SqliteStore {
                         |r| r.get(0),
                     )
                     .map_err(be)?;
-                let pending = review.write_back_apis.iter().any(|a| *a == api);
+                let pending = review.write_back_apis.contains(&api);
                 let (state, next) = if pending {
                     (DeliveryState::Pending, Some(now))
                 } else {
