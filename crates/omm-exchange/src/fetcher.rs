@@ -10,9 +10,12 @@
 //! * the HTTP requests of the next batch overlap the store write of the current one (the
 //!   stream is polled by its own task into a two-slot channel); dropping the fetch future
 //!   stops that task;
-//! * a full listing that restarts from scratch (first fetch after an unusable or stale
-//!   checkpoint, a changed signal file, a new sample set) first clears the exchange's stored
-//!   records, so records that vanished upstream do not linger (upstream never purges them).
+//! * a full listing (first fetch, a refetch after an unusable or stale checkpoint, a changed
+//!   signal file, a new sample set) is mark-and-sweep: every record it lists is marked with the
+//!   listing id, and only the batch that completes the listing deletes, in its transaction,
+//!   the records it did not mark (records that vanished upstream; upstream never purges them).
+//!   While the listing runs, and after a crash midway, the old records keep matching; unchanged
+//!   records write no change log entries.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -21,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use omm_store::{
-    CheckpointGuard, FetchBatch, FetchRunEnd, FetchedRecord, RecordUpdate, Store, StoreError,
+    CheckpointGuard, FetchBatch, FetchRunEnd, FetchedRecord, ListingMark, RecordUpdate, Store,
+    StoreError,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -106,7 +110,7 @@ pub struct FetchProgress {
     pub records_added: u64,
     /// Records replaced.
     pub records_updated: u64,
-    /// Records removed (including a reset before a full listing).
+    /// Records removed (including those swept at the end of a full listing).
     pub records_deleted: u64,
     /// Records of the exchange stored now.
     pub item_count: i64,
@@ -116,13 +120,36 @@ pub struct FetchProgress {
 
 /// Why a run failed (kept internal; reported as a message).
 #[derive(Debug, thiserror::Error)]
-enum RunError {
+pub(crate) enum RunError {
     #[error("{0}")]
     Exchange(#[from] ExchangeError),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
     Other(String),
+}
+
+/// Opens configured exchange `name` of API `api_name` with the API's stored credentials.
+pub(crate) async fn open_exchange(
+    store: &Store,
+    apis: &ApiLookup,
+    http: &HttpSettings,
+    api_name: &str,
+    name: &str,
+    config: &Value,
+) -> Result<Arc<dyn Exchange>, RunError> {
+    let api = apis(api_name)
+        .ok_or_else(|| RunError::Other(format!("exchange API '{api_name}' is not installed")))?;
+    let credentials = match store.get_api_credentials(api_name).await? {
+        Some(json) if api.credentials_schema().is_some() => Some(api.parse_credentials(&json)?),
+        _ => None,
+    };
+    Ok(api.open(ExchangeSetup {
+        name: name.to_string(),
+        config: config.clone(),
+        credentials,
+        http: http.clone(),
+    })?)
 }
 
 /// Stops the stream-polling task when the fetch future is dropped.
@@ -277,19 +304,15 @@ impl Fetcher {
         name: &str,
         config: &Value,
     ) -> Result<Arc<dyn Exchange>, RunError> {
-        let api = (self.apis)(api_name).ok_or_else(|| {
-            RunError::Other(format!("exchange API '{api_name}' is not installed"))
-        })?;
-        let credentials = match self.store.get_api_credentials(api_name).await? {
-            Some(json) if api.credentials_schema().is_some() => Some(api.parse_credentials(&json)?),
-            _ => None,
-        };
-        Ok(api.open(ExchangeSetup {
-            name: name.to_string(),
-            config: config.clone(),
-            credentials,
-            http: self.settings.http.clone(),
-        })?)
+        open_exchange(
+            &self.store,
+            &self.apis,
+            &self.settings.http,
+            api_name,
+            name,
+            config,
+        )
+        .await
     }
 
     /// Runs the stream; returns whether it was exhausted.
@@ -314,7 +337,6 @@ impl Fetcher {
                 )
                 .ok()
         });
-        let mut stored_listing = checkpoint.as_ref().and_then(|c| c.listing_id);
         counters.item_count = self.store.fetch_status(name).await?.item_count;
 
         // Poll the stream in its own task so that fetching overlaps storing.
@@ -351,18 +373,6 @@ impl Fetcher {
                 }
                 lease_renewed = Instant::now();
             }
-            // A full listing that starts over replaces everything stored so far.
-            if let Some(listing) = batch.listing {
-                if stored_listing != Some(listing.listing_id) {
-                    if counters.item_count > 0 || stored.is_some() {
-                        let removed = self.store.reset_fetch_state(name).await?;
-                        counters.records_deleted += removed;
-                        counters.item_count = 0;
-                        guard = CheckpointGuard::Absent;
-                    }
-                    stored_listing = Some(listing.listing_id);
-                }
-            }
             let checkpoint_value = serde_json::to_value(&batch.checkpoint)
                 .map_err(|e| RunError::Other(format!("cannot serialise checkpoint: {e}")))?;
             let store_batch = FetchBatch {
@@ -372,7 +382,18 @@ impl Fetcher {
                 up_to_date: false,
                 guard: std::mem::replace(&mut guard, CheckpointGuard::Equals(checkpoint_value)),
             };
-            let outcome = self.store.apply_fetch_batch(name, &store_batch).await?;
+            let outcome = match batch.listing {
+                Some(l) => {
+                    let mark = ListingMark {
+                        listing_id: l.listing_id,
+                        complete: l.complete,
+                    };
+                    self.store
+                        .apply_listing_batch(name, &store_batch, &mark)
+                        .await?
+                }
+                None => self.store.apply_fetch_batch(name, &store_batch).await?,
+            };
             counters.batches += 1;
             counters.records_added += outcome.records_added;
             counters.records_updated += outcome.records_updated;

@@ -15,8 +15,9 @@ pub mod exchanges;
 pub mod fetcher;
 mod http;
 mod model;
+pub mod review_writer;
 mod schema;
-mod signals;
+mod signal_types;
 
 pub use api::{
     all_apis, api_by_name, BatchStream, CredentialStatus, Credentials, Exchange, ExchangeApi,

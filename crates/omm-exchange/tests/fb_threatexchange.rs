@@ -29,8 +29,8 @@ struct Upd {
     status: &'static str,
 }
 
-/// Reactions received: (descriptor id, form fields).
-type Reactions = Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>;
+/// Reactions received: (descriptor id, form fields, query parameters).
+type Reactions = Arc<Mutex<Vec<(String, BTreeMap<String, String>, BTreeMap<String, String>)>>>;
 
 #[derive(Clone)]
 struct Fake {
@@ -109,12 +109,13 @@ async fn threat_updates(
 async fn react(
     State(f): State<Fake>,
     Path(descriptor): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
     if form.get("access_token").map(String::as_str) != Some(TOKEN) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    f.reactions.lock().unwrap().push((descriptor, form));
+    f.reactions.lock().unwrap().push((descriptor, form, query));
     Json(json!({"success": true})).into_response()
 }
 
@@ -351,8 +352,35 @@ async fn reviews_become_reactions_on_other_apps_descriptors() {
     assert_eq!(sent.len(), 1, "only the other app's descriptor: {sent:?}");
     let expected_descriptor = (id.parse::<u64>().unwrap() * 10).to_string();
     assert_eq!(sent[0].0, expected_descriptor);
-    assert_eq!(sent[0].1["reactions"], "DISAGREE_WITH_TAGS");
-    assert_eq!(sent[0].1["reactions_to_remove"], "HELPFUL");
+    // The reference client's wire format: the parameters in the body and the query string.
+    let params = BTreeMap::from([
+        ("access_token".to_string(), TOKEN.to_string()),
+        ("reactions".to_string(), "DISAGREE_WITH_TAGS".to_string()),
+    ]);
+    assert_eq!(sent[0].1, params);
+    assert_eq!(sent[0].2, params);
+
+    // Our app reacted HELPFUL before (read back as our implicit opinion): withdrawn first.
+    fake.reactions.lock().unwrap().clear();
+    let mut metadata = record.metadata.clone();
+    metadata["opinions"].as_array_mut().unwrap().push(
+        json!({"owner_app_id": MY_APP, "is_mine": true, "category": "positive_class",
+                     "tags": [], "descriptor_id": null}),
+    );
+    ex.report_review(Review {
+        record_id: id.clone(),
+        signal: record.signals[0].clone(),
+        metadata,
+        verdict: Verdict::FalsePositive,
+    })
+    .await
+    .unwrap();
+    let sent = fake.reactions.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].0, expected_descriptor);
+    assert_eq!(sent[0].2["reactions_to_remove"], "HELPFUL");
+    assert!(!sent[0].2.contains_key("reactions"));
+    assert_eq!(sent[1].2["reactions"], "DISAGREE_WITH_TAGS");
 
     let err = ex
         .report_review(Review {

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
-use crate::routes::{curator, dev, hasher, matcher, status};
+use crate::routes::{curator, dev, hasher, matcher, reviews, status};
 use crate::state::AppState;
 
 /// Path of the OpenAPI document.
@@ -93,7 +93,8 @@ pub fn build_router(state: AppState) -> Router {
                 curator::exchange_update,
                 curator::exchange_delete
             ))
-            .routes(routes!(curator::exchange_status));
+            .routes(routes!(curator::exchange_status))
+            .routes(routes!(reviews::review_create, reviews::reviews_list));
     }
     if !config.production {
         api = api

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod fetch;
 pub mod hashing;
+pub mod reviews;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -169,6 +169,10 @@ pub async fn start_with_shutdown(
     let router = crate::app::build_router(state.clone());
     let matcher = state.matcher.clone();
     let fetch_task = state.config.task_fetcher.then(|| spawn_fetcher(&state));
+    let review_task = state
+        .config
+        .task_fetcher
+        .then(|| crate::reviews::spawn_review_writer(&state));
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         let shutdown = async move {
@@ -185,6 +189,10 @@ pub async fn start_with_shutdown(
         // Dropping a fetch mid-batch is safe: each batch and its checkpoint are one store
         // transaction, so the next run resumes from the last stored checkpoint.
         if let Some(task) = fetch_task {
+            task.abort();
+        }
+        // An attempt cut short is retried after its claim lapses; the review stays stored.
+        if let Some(task) = review_task {
             task.abort();
         }
         // Stops tailing and writes the final snapshot, so the next start loads it and only

@@ -114,7 +114,7 @@ impl SignalType {
     ];
 
     /// The canonical name (storage key).
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             SignalType::Pdq => "pdq",
             SignalType::VideoMd5 => "video_md5",

@@ -15,6 +15,8 @@ pub enum Entity {
     ExchangeRecord,
     /// A signal type override.
     SignalType,
+    /// A review write-back (delivery).
+    ReviewDelivery,
 }
 
 impl fmt::Display for Entity {
@@ -25,6 +27,7 @@ impl fmt::Display for Entity {
             Entity::Exchange => "exchange",
             Entity::ExchangeRecord => "exchange record",
             Entity::SignalType => "signal type",
+            Entity::ReviewDelivery => "review delivery",
         })
     }
 }

@@ -54,6 +54,7 @@ pub mod changes;
 pub mod error;
 pub mod model;
 mod postgres;
+mod reviews;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -426,7 +427,21 @@ impl Store {
         exchange: &str,
         batch: &FetchBatch,
     ) -> Result<BatchOutcome> {
-        dispatch!(self.apply_fetch_batch(exchange, batch))
+        dispatch!(self.apply_fetch_batch_marked(exchange, batch, None))
+    }
+
+    /// [`Store::apply_fetch_batch`] for a batch of a full listing (mark and sweep, see
+    /// [`ListingMark`]): upserted records are marked with the listing id; when
+    /// `listing.complete`, every record of the exchange not marked with it is deleted in the
+    /// same transaction (counted in `records_deleted`). Records whose signals did not change
+    /// write no change log entries.
+    pub async fn apply_listing_batch(
+        &self,
+        exchange: &str,
+        batch: &FetchBatch,
+        listing: &ListingMark,
+    ) -> Result<BatchOutcome> {
+        dispatch!(self.apply_fetch_batch_marked(exchange, batch, Some(*listing)))
     }
 
     /// Removes all stored records (and their content) and the checkpoint of `exchange`, for a
@@ -450,6 +465,54 @@ impl Store {
     /// Gives up `holder`'s lease of `exchange` (no-op if it does not hold it).
     pub async fn release_fetch_lease(&self, exchange: &str, holder: &str) -> Result<()> {
         dispatch!(self.release_fetch_lease(exchange, holder))
+    }
+
+    // ---------------------------------------------------------------- reviews
+
+    /// Stores a review of content `content_id` of bank `bank`, in one transaction with: a
+    /// delivery row per exchange record behind the content (`pending`, due now, if the
+    /// exchange's API is in `review.write_back_apis`, else `unsupported`), and, with
+    /// `disable_matching`, `disable_until_ts = 0` on the content (logged in the change log, so
+    /// matchers stop matching it). `NotFound` as [`Store::get_content`]; `InvalidArgument`
+    /// for an empty or long reviewer, a long note, `disable_matching` on a true positive, or a
+    /// `signal_type` the content does not have.
+    pub async fn create_review(
+        &self,
+        bank: &str,
+        content_id: i64,
+        review: &NewReview,
+    ) -> Result<Review> {
+        model::validate_new_review(review)?;
+        let mut review = review.clone();
+        review.reviewer = review.reviewer.trim().to_string();
+        dispatch!(self.create_review(bank, content_id, &review))
+    }
+
+    /// The reviews of content `content_id` of bank `bank`, oldest first, with their
+    /// deliveries. `NotFound` as [`Store::get_content`].
+    pub async fn list_reviews(&self, bank: &str, content_id: i64) -> Result<Vec<Review>> {
+        dispatch!(self.list_reviews(bank, content_id))
+    }
+
+    /// Claims up to `limit` deliveries that are `pending` or `failed` and due, by moving their
+    /// `next_attempt_at` `lease` into the future (so another process skips them; a claim
+    /// abandoned by a crash is due again after `lease`). Oldest due first.
+    pub async fn claim_review_deliveries(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<DeliveryJob>> {
+        dispatch!(self.claim_review_deliveries(limit, lease))
+    }
+
+    /// Records how an attempt at delivery `delivery_id` ended (counts the attempt).
+    /// `NotFound` (entity `ReviewDelivery`) if the delivery is gone (its exchange was deleted).
+    pub async fn finish_review_delivery(
+        &self,
+        delivery_id: i64,
+        outcome: &DeliveryOutcome,
+    ) -> Result<()> {
+        dispatch!(self.finish_review_delivery(delivery_id, outcome))
     }
 
     // ---------------------------------------------------------------- signal types

@@ -395,3 +395,227 @@ pub struct FetchRunEnd {
     /// Error message of a failed run (stored as `last_error`).
     pub error: Option<String>,
 }
+
+/// Marks a fetch batch as part of a full listing of an exchange (mark and sweep).
+///
+/// Every record the batch upserts is marked with `listing_id`. When `complete` is true the
+/// listing is over: in the same transaction, every record of the exchange not marked with
+/// `listing_id` is deleted (with its content, through the change log). Until then the old
+/// records stay and keep matching, also across a crash and a resumed listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingMark {
+    /// Identifies the listing; a resumed listing keeps its id.
+    pub listing_id: i64,
+    /// True on the last batch of the listing.
+    pub complete: bool,
+}
+
+/// Longest accepted review note, in characters.
+pub const MAX_REVIEW_NOTE_CHARS: usize = 4096;
+/// Longest accepted reviewer name, in characters.
+pub const MAX_REVIEWER_CHARS: usize = 255;
+
+/// A reviewer's opinion on a match against a bank content item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewOpinion {
+    /// The matched content is what the bank says it is.
+    TruePositive,
+    /// The match was wrong.
+    FalsePositive,
+}
+
+impl ReviewOpinion {
+    /// Stored and API spelling: `true_positive` / `false_positive`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewOpinion::TruePositive => "true_positive",
+            ReviewOpinion::FalsePositive => "false_positive",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "true_positive" => Some(ReviewOpinion::TruePositive),
+            "false_positive" => Some(ReviewOpinion::FalsePositive),
+            _ => None,
+        }
+    }
+}
+
+/// Input of [`crate::Store::create_review`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReview {
+    /// The opinion.
+    pub opinion: ReviewOpinion,
+    /// Optional free text (<= [`MAX_REVIEW_NOTE_CHARS`]).
+    pub note: Option<String>,
+    /// Who reviewed (non-empty, <= [`MAX_REVIEWER_CHARS`]).
+    pub reviewer: String,
+    /// The signal type that matched; `None` means the content's first signal (by type name).
+    /// Must be a signal of the content.
+    pub signal_type: Option<String>,
+    /// Also disable the content for good (`disable_until_ts = 0`) in the same transaction.
+    /// Only with [`ReviewOpinion::FalsePositive`].
+    pub disable_matching: bool,
+    /// Exchange API names that accept write-back: a review of content imported from an
+    /// exchange of one of these APIs gets a `pending` delivery, other exchanges `unsupported`.
+    pub write_back_apis: Vec<String>,
+}
+
+/// Where the write-back of a review to an exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not written back yet (first attempt due at `next_attempt_at`).
+    Pending,
+    /// Accepted by the exchange.
+    Delivered,
+    /// The last attempt failed (`last_error`); retried at `next_attempt_at` unless that is null.
+    Failed,
+    /// The exchange does not take review results: stored only.
+    Unsupported,
+}
+
+impl DeliveryState {
+    /// Stored and API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Unsupported => "unsupported",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            "failed" => Some(DeliveryState::Failed),
+            "unsupported" => Some(DeliveryState::Unsupported),
+            _ => None,
+        }
+    }
+}
+
+/// The write-back of one review to the exchange record behind the reviewed content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewDelivery {
+    /// Delivery id.
+    pub id: i64,
+    /// The review.
+    pub review_id: i64,
+    /// The exchange.
+    pub exchange_id: i64,
+    /// Its name.
+    pub exchange_name: String,
+    /// Its API name.
+    pub exchange_api: String,
+    /// The record key, as fetched.
+    pub record_key: String,
+    /// The record's metadata when the review was made (ids the exchange needs).
+    pub record_metadata: Value,
+    /// The signal reported.
+    pub signal_type: String,
+    /// Its value.
+    pub signal_value: String,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Message of the last failed attempt.
+    pub last_error: Option<String>,
+    /// When the last attempt ended (Unix seconds).
+    pub last_attempt_at: Option<i64>,
+    /// When the next attempt is due (Unix seconds); null when none will be made.
+    pub next_attempt_at: Option<i64>,
+    /// When the exchange accepted it.
+    pub delivered_at: Option<i64>,
+}
+
+/// A stored review of a bank content item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Review {
+    /// Review id.
+    pub id: i64,
+    /// The reviewed content.
+    pub content_id: i64,
+    /// Its bank.
+    pub bank_id: i64,
+    /// The opinion.
+    pub opinion: ReviewOpinion,
+    /// Free text.
+    pub note: Option<String>,
+    /// Who reviewed.
+    pub reviewer: String,
+    /// The signal type the review is about (the one reported to exchanges), if the content had one.
+    pub signal_type: Option<String>,
+    /// Whether the review disabled the content.
+    pub disabled_matching: bool,
+    /// When (Unix seconds).
+    pub created_at: i64,
+    /// Write-backs, one per exchange record behind the content (none for local content).
+    pub deliveries: Vec<ReviewDelivery>,
+}
+
+/// A delivery claimed for an attempt by [`crate::Store::claim_review_deliveries`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryJob {
+    /// The delivery.
+    pub delivery: ReviewDelivery,
+    /// The review's opinion.
+    pub opinion: ReviewOpinion,
+    /// The exchange's current config.
+    pub exchange_config: Value,
+}
+
+/// How a delivery attempt ended, for [`crate::Store::finish_review_delivery`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    /// The exchange accepted it.
+    Delivered,
+    /// It failed; retried at `retry_at` (Unix seconds) or never when `None`.
+    Failed {
+        /// Why.
+        message: String,
+        /// Next attempt.
+        retry_at: Option<i64>,
+    },
+    /// The exchange does not take review results.
+    Unsupported {
+        /// Why.
+        message: String,
+    },
+}
+
+pub(crate) fn validate_new_review(review: &NewReview) -> Result<()> {
+    let reviewer = review.reviewer.trim();
+    if reviewer.is_empty() {
+        return Err(StoreError::InvalidArgument(
+            "reviewer must not be empty".into(),
+        ));
+    }
+    if reviewer.chars().count() > MAX_REVIEWER_CHARS {
+        return Err(StoreError::InvalidArgument(format!(
+            "reviewer is longer than {MAX_REVIEWER_CHARS} characters"
+        )));
+    }
+    if review
+        .note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_REVIEW_NOTE_CHARS)
+    {
+        return Err(StoreError::InvalidArgument(format!(
+            "note is longer than {MAX_REVIEW_NOTE_CHARS} characters"
+        )));
+    }
+    if review.disable_matching && review.opinion != ReviewOpinion::FalsePositive {
+        return Err(StoreError::InvalidArgument(
+            "disable_matching is only allowed with a false_positive opinion".into(),
+        ));
+    }
+    Ok(())
+}

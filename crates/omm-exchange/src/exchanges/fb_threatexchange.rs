@@ -5,9 +5,11 @@
 //!   `{"data": [update...], "paging": {"next": url}}`; pages follow `paging.next` until absent.
 //!   An update has `id`, `indicator`, `type`, `last_updated` (epoch seconds), `should_delete`
 //!   and `descriptors.data[]` (`id`, `owner{id}`, `status`, `tags`, `reactions`).
-//! * `POST {base}/{descriptor_id}/` form `access_token`, `reactions`, `reactions_to_remove`:
-//!   review write-back on every descriptor of other apps (true positive → `HELPFUL`, false
-//!   positive → `DISAGREE_WITH_TAGS`, the reactions this client reads back as opinions).
+//! * `POST {base}/{descriptor_id}/?access_token=&reactions=<R>` (the same parameters also
+//!   form-encoded in the body): review write-back on every descriptor of other apps (true
+//!   positive → `HELPFUL`, false positive → `DISAGREE_WITH_TAGS`, the reactions this client
+//!   reads back as opinions). If the record shows our app's opposite reaction, it is first
+//!   withdrawn with `reactions_to_remove=<R>` in the same way.
 //!
 //! The access token is never stored: `paging.next` URLs are kept in checkpoints without it, and
 //! are only followed on the base URL's origin. A fetch resumes `start_time` at the highest
@@ -42,7 +44,7 @@ use crate::model::{
     Verdict,
 };
 use crate::schema::{base_url_field, FieldSchema, FieldType, ObjectSchema};
-use crate::signals::{names, normalize};
+use crate::signal_types::{names, normalize};
 
 /// API name.
 pub const NAME: &str = "fb_threatexchange";
@@ -451,6 +453,24 @@ fn convert(update: &ThreatUpdate, my_app_id: u64, batch: &mut BatchBuilder) -> R
 }
 
 impl Inner {
+    /// `POST {base}/{descriptor}/?access_token=&<param>=<reaction>` with the same parameters
+    /// form-encoded in the body (what the reference client sends).
+    async fn react(
+        &self,
+        descriptor: &str,
+        param: &str,
+        reaction: &str,
+    ) -> Result<(), ExchangeError> {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("access_token", self.token.expose())
+            .append_pair(param, reaction)
+            .finish();
+        let req = Request::get(format!("{}/{}/?{}", self.base, descriptor, form))
+            .with_method(reqwest::Method::POST, false)
+            .body("application/x-www-form-urlencoded", form.into_bytes());
+        self.http.send(&req).await.map(|_| ())
+    }
+
     fn first_url(&self, start_time: Option<i64>) -> Result<url::Url, ExchangeError> {
         let mut url = url::Url::parse(&format!(
             "{}/{}/threat_updates/",
@@ -614,25 +634,35 @@ impl Exchange for FbThreatExchange {
                     "the record has no descriptor of another app to react to".into(),
                 ));
             }
-            let (add, remove) = match review.verdict {
-                Verdict::TruePositive => ("HELPFUL", "DISAGREE_WITH_TAGS"),
-                Verdict::FalsePositive => ("DISAGREE_WITH_TAGS", "HELPFUL"),
+            let (add, remove, opposite) = match review.verdict {
+                Verdict::TruePositive => ("HELPFUL", "DISAGREE_WITH_TAGS", NEGATIVE),
+                Verdict::FalsePositive => ("DISAGREE_WITH_TAGS", "HELPFUL", POSITIVE),
             };
+            // Our own earlier, opposite reaction (read back as an implicit opinion of our app)
+            // is withdrawn first, so that the latest review is what others see.
+            let withdraw = review
+                .metadata
+                .get("opinions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|o| {
+                    o.get("is_mine") == Some(&Value::Bool(true))
+                        && o.get("descriptor_id").is_none_or(Value::is_null)
+                        && o.get("category").and_then(Value::as_str) == Some(opposite)
+                });
             for descriptor in descriptors {
                 if !descriptor.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(ExchangeError::InvalidReview(format!(
                         "invalid descriptor id '{descriptor}'"
                     )));
                 }
-                let form = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("access_token", inner.token.expose())
-                    .append_pair("reactions", add)
-                    .append_pair("reactions_to_remove", remove)
-                    .finish();
-                let req = Request::get(format!("{}/{}/", inner.base, descriptor))
-                    .with_method(reqwest::Method::POST, false)
-                    .body("application/x-www-form-urlencoded", form.into_bytes());
-                inner.http.send(&req).await?;
+                if withdraw {
+                    inner
+                        .react(&descriptor, "reactions_to_remove", remove)
+                        .await?;
+                }
+                inner.react(&descriptor, "reactions", add).await?;
             }
             Ok(())
         })

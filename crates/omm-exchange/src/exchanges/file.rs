@@ -24,7 +24,7 @@ use crate::model::{
     new_listing_id, Batch, BatchBuilder, Checkpoint, ListingProgress, Record, Signal,
 };
 use crate::schema::{FieldSchema, FieldType, ObjectSchema};
-use crate::signals::{names, normalize};
+use crate::signal_types::{names, normalize};
 
 /// API name of the local file exchange.
 pub const LOCAL_FILE: &str = "local_file";

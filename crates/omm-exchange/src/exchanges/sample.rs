@@ -14,7 +14,7 @@ use crate::api::{parse_typed_config, BatchStream, Exchange, ExchangeApi, Exchang
 use crate::error::ExchangeError;
 use crate::model::{new_listing_id, BatchBuilder, Checkpoint, ListingProgress, Record, Signal};
 use crate::schema::ObjectSchema;
-use crate::signals::names;
+use crate::signal_types::names;
 
 /// API name.
 pub const NAME: &str = "sample";

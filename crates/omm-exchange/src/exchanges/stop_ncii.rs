@@ -34,7 +34,7 @@ use crate::model::{
     Verdict,
 };
 use crate::schema::{base_url_field, FieldSchema, FieldType, ObjectSchema};
-use crate::signals::{names, normalize};
+use crate::signal_types::{names, normalize};
 
 /// API name.
 pub const NAME: &str = "stop_ncii";

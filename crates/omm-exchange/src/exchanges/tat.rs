@@ -28,7 +28,7 @@ use crate::error::ExchangeError;
 use crate::http::{validate_base_url, Auth, HttpClient, Request};
 use crate::model::{new_listing_id, BatchBuilder, Checkpoint, ListingProgress, Record, Signal};
 use crate::schema::{base_url_field, FieldSchema, FieldType, ObjectSchema};
-use crate::signals::{names, normalize};
+use crate::signal_types::{names, normalize};
 
 /// API name.
 pub const NAME: &str = "tat";

@@ -4,4 +4,5 @@ pub mod curator;
 pub mod dev;
 pub mod hasher;
 pub mod matcher;
+pub mod reviews;
 pub mod status;

@@ -8,6 +8,7 @@
 //! Taking it first (rather than only in the triggers) also rules out lock-order deadlocks
 //! between the advisory lock and row locks.
 
+mod reviews;
 mod schema;
 mod tls;
 
@@ -754,11 +755,13 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn apply_fetch_batch(
+    pub(crate) async fn apply_fetch_batch_marked(
         &self,
         exchange: &str,
         batch: &FetchBatch,
+        listing: Option<ListingMark>,
     ) -> Result<BatchOutcome> {
+        let listing_id = listing.map(|l| l.listing_id);
         let merged = batch::merge(&batch.updates)?;
         let mut c = self.primary().await?;
         let tx = begin_write(&mut c).await?;
@@ -839,8 +842,8 @@ impl PgStore {
         if !new_keys.is_empty() {
             tx.execute(
                 "WITH rec AS (
-                     INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at)
-                     SELECT $1, k, m, $3 FROM unnest($2::text[], $4::text[]) AS u(k, m)
+                     INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at, listing_id)
+                     SELECT $1, k, m, $3, $9 FROM unnest($2::text[], $4::text[]) AS u(k, m)
                      RETURNING id, fetch_key),
                  con AS (
                      INSERT INTO bank_content (bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
@@ -860,6 +863,7 @@ impl PgStore {
                     &new_sig_keys,
                     &new_sig_types,
                     &new_sig_values,
+                    &listing_id,
                 ],
             )
             .await
@@ -875,9 +879,10 @@ impl PgStore {
                 .map(|(_, r, _)| r.metadata.to_string())
                 .collect();
             tx.execute(
-                "UPDATE exchange_record SET metadata_json = u.m, updated_at = $3
+                "UPDATE exchange_record SET metadata_json = u.m, updated_at = $3,
+                     listing_id = COALESCE($4, listing_id)
                  FROM unnest($1::bigint[], $2::text[]) AS u(id, m) WHERE exchange_record.id = u.id",
-                &[&rids, &metas, &now],
+                &[&rids, &metas, &now, &listing_id],
             )
             .await
             .map_err(pe)?;
@@ -965,6 +970,19 @@ impl PgStore {
                 .await
                 .map_err(pe)?;
             }
+        }
+
+        // The listing is complete: what it did not mark is gone upstream. The record delete
+        // trigger removes the content and signals, and their triggers log it.
+        if let Some(l) = listing.filter(|l| l.complete) {
+            out.records_deleted += tx
+                .execute(
+                    "DELETE FROM exchange_record
+                     WHERE exchange_id = $1 AND listing_id IS DISTINCT FROM $2",
+                    &[&ex_id, &l.listing_id],
+                )
+                .await
+                .map_err(pe)?;
         }
 
         if self.inner.fault_before_checkpoint.load(Ordering::SeqCst) {

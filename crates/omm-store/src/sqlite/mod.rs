@@ -2,6 +2,7 @@
 //! connections, WAL mode so readers never block the writer. Every call runs on tokio's
 //! blocking pool.
 
+mod reviews;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -788,14 +789,15 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn apply_fetch_batch(
+    pub(crate) async fn apply_fetch_batch_marked(
         &self,
         exchange: &str,
         batch: &FetchBatch,
+        listing: Option<ListingMark>,
     ) -> Result<BatchOutcome> {
         let exchange = exchange.to_string();
         let batch = batch.clone();
-        self.write(move |tx, inner| apply_batch(tx, inner, &exchange, &batch))
+        self.write(move |tx, inner| apply_batch(tx, inner, &exchange, &batch, listing))
             .await
     }
 
@@ -1250,7 +1252,9 @@ fn apply_batch(
     inner: &Inner,
     exchange: &str,
     batch: &FetchBatch,
+    listing: Option<ListingMark>,
 ) -> Result<BatchOutcome> {
+    let listing_id = listing.map(|l| l.listing_id);
     let merged = batch::merge(&batch.updates)?;
     let (ex_id, bank_id): (i64, Option<i64>) = tx
         .query_row(
@@ -1324,9 +1328,9 @@ fn apply_batch(
     }
     if !new_records.is_empty() {
         tx.execute(
-            "INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at)
-             SELECT ?1, j.value ->> 0, j.value ->> 1, ?2 FROM json_each(?3) j",
-            params![ex_id, now, to_json(&new_records)?],
+            "INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at, listing_id)
+             SELECT ?1, j.value ->> 0, j.value ->> 1, ?2, ?4 FROM json_each(?3) j",
+            params![ex_id, now, to_json(&new_records)?, listing_id],
         )
         .map_err(be)?;
         tx.execute(
@@ -1354,9 +1358,10 @@ fn apply_batch(
             .map(|(r, e)| (e.record_id, r.metadata.to_string()))
             .collect();
         tx.execute(
-            "UPDATE exchange_record SET metadata_json = j.value ->> 1, updated_at = ?1
+            "UPDATE exchange_record SET metadata_json = j.value ->> 1, updated_at = ?1,
+                 listing_id = COALESCE(?3, listing_id)
              FROM json_each(?2) j WHERE exchange_record.id = j.value ->> 0",
-            params![now, to_json(&metas)?],
+            params![now, to_json(&metas)?, listing_id],
         )
         .map_err(be)?;
         let mut ins_content = tx
@@ -1426,6 +1431,18 @@ fn apply_batch(
                 .execute(params![c, t, v, bank_id, now])
                 .map_err(be)?;
         }
+    }
+
+    // The listing is complete: what it did not mark is gone upstream. The cascade removes
+    // the content and signals, and their triggers log it.
+    if let Some(l) = listing.filter(|l| l.complete) {
+        out.records_deleted += tx
+            .execute(
+                "DELETE FROM exchange_record
+                 WHERE exchange_id = ?1 AND (listing_id IS NULL OR listing_id <> ?2)",
+                params![ex_id, l.listing_id],
+            )
+            .map_err(be)? as u64;
     }
 
     if inner.fault_before_checkpoint.load(Ordering::SeqCst) {

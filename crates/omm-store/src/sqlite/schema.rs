@@ -1,7 +1,10 @@
 //! Embedded SQLite migrations. Append new versions; never edit an applied one.
 
 /// (version, name, SQL) in order.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", V1)];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", V1),
+    (2, "listing marks, reviews and their write-back", V2),
+];
 
 const V1: &str = r#"
 CREATE TABLE exchange (
@@ -171,4 +174,44 @@ END;
 CREATE TRIGGER signal_type_override_del AFTER DELETE ON signal_type_override BEGIN
     INSERT INTO change_log (kind, op, name) VALUES (5, 2, OLD.name);
 END;
+"#;
+
+// Version 2: mark-and-sweep of full listings (`exchange_record.listing_id`), reviews and their
+// write-back to exchanges. Reviews have no foreign key to the content: they outlive it (and
+// pending write-backs are still delivered). Deliveries go with their exchange.
+const V2: &str = r#"
+ALTER TABLE exchange_record ADD COLUMN listing_id INTEGER;
+
+CREATE TABLE content_review (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    content_id INTEGER NOT NULL,
+    bank_id INTEGER NOT NULL,
+    opinion TEXT NOT NULL CHECK (opinion IN ('true_positive', 'false_positive')),
+    note TEXT,
+    reviewer TEXT NOT NULL,
+    signal_type TEXT,
+    disabled_matching INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX content_review_content ON content_review (content_id, id);
+
+CREATE TABLE review_delivery (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    review_id INTEGER NOT NULL REFERENCES content_review(id) ON DELETE CASCADE,
+    exchange_id INTEGER NOT NULL REFERENCES exchange(id) ON DELETE CASCADE,
+    record_key TEXT NOT NULL,
+    record_metadata_json TEXT NOT NULL,
+    signal_type TEXT NOT NULL,
+    signal_value TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed', 'unsupported')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_attempt_at INTEGER,
+    next_attempt_at INTEGER,
+    delivered_at INTEGER
+);
+CREATE INDEX review_delivery_review ON review_delivery (review_id);
+CREATE INDEX review_delivery_exchange ON review_delivery (exchange_id);
+CREATE INDEX review_delivery_due ON review_delivery (next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
 "#;
