@@ -112,15 +112,74 @@ async fn get(pool: &Pool) -> Result<Object> {
 }
 
 /// Starts a write transaction holding the change-log lock.
+///
+/// Its commit is asynchronous (`synchronous_commit = off`): the commit becomes visible and
+/// releases the lock without waiting for the WAL flush, so concurrent writers share flushes
+/// instead of taking turns at one fsync each. Every caller must follow the commit with
+/// [`flush_commit`] before reporting success, and change-log readers wait for durability
+/// ([`PgStore::wait_durable`]) so that nothing read can be lost in a server crash.
 async fn begin_write(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>> {
     let tx = client.transaction().await.map_err(pe)?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))",
-        &[&CHANGE_LOCK_CLASS],
-    )
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({CHANGE_LOCK_CLASS}, hashtext(current_schema()));
+         SET LOCAL synchronous_commit = off"
+    ))
     .await
     .map_err(pe)?;
     Ok(tx)
+}
+
+/// Makes this session's last commit durable: a tiny transaction that writes WAL commits with
+/// the session's own `synchronous_commit` (normally `on`), and its commit flush covers every
+/// WAL record before it, ours included. Runs outside the change-log lock, so the flushes of
+/// concurrent writers are combined (group commit).
+async fn flush_commit(c: &Client) -> Result<()> {
+    c.batch_execute("SELECT pg_logical_emit_message(true, 'omm_flush', '')")
+        .await
+        .map_err(pe)
+}
+
+/// Waits until every commit visible to statements already run on `c` is flushed to disk, so
+/// a reader never acts on a change that a server crash could still undo (a lost commit could
+/// also give its sequence numbers out again). `c` may be inside a read-only transaction; a
+/// flush, when needed, is forced through `pool`.
+async fn wait_durable<C: deadpool_postgres::GenericClient>(c: &C, pool: &Pool) -> Result<()> {
+    // The insert position read now is past the commit record of everything visible so far.
+    let row = c
+        .query_one(
+            "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()",
+            &[],
+        )
+        .await
+        .map_err(pe)?;
+    if row.try_get::<_, bool>(1).map_err(pe)? {
+        return Ok(());
+    }
+    let target: String = row.try_get(0).map_err(pe)?;
+    let f = get(pool).await?;
+    // `local`: a local flush is what durability needs here, whatever the session default.
+    f.batch_execute(
+        "BEGIN; SET LOCAL synchronous_commit = local;
+         SELECT pg_logical_emit_message(true, 'omm_flush', ''); COMMIT",
+    )
+    .await
+    .map_err(pe)?;
+    let ok: bool = f
+        .query_one(
+            "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+            &[&target],
+        )
+        .await
+        .map_err(pe)?
+        .try_get(0)
+        .map_err(pe)?;
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::backend(
+            "WAL flush did not reach the read position",
+        ))
+    }
 }
 
 impl PgStore {
@@ -237,6 +296,7 @@ impl PgStore {
             })?;
         let b = bank_from_row(&row)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(b)
     }
 
@@ -274,6 +334,7 @@ impl PgStore {
             .map_err(pe)?;
         let b = bank_from_row(&row)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(b)
     }
 
@@ -295,6 +356,7 @@ impl PgStore {
             .await
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n > 0)
     }
 
@@ -337,6 +399,7 @@ impl PgStore {
         }
         let out = load_contents(&tx, &[id]).await?.pop();
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         out.ok_or_else(|| StoreError::not_found(Entity::Content, id))
     }
 
@@ -387,6 +450,7 @@ impl PgStore {
         }
         let out = load_contents(&tx, &[id]).await?.pop();
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         out.ok_or_else(|| StoreError::not_found(Entity::Content, id))
     }
 
@@ -402,6 +466,7 @@ impl PgStore {
             .await
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n > 0)
     }
 
@@ -532,6 +597,7 @@ impl PgStore {
         })?;
         let out = exchange_by_name(&tx, &ex.name).await?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(out)
     }
 
@@ -576,6 +642,7 @@ impl PgStore {
         }
         let out = exchange_by_name(&tx, name).await?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(out)
     }
 
@@ -587,6 +654,7 @@ impl PgStore {
             .await
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n > 0)
     }
 
@@ -982,6 +1050,7 @@ impl PgStore {
             .try_get(0)
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(out)
     }
 
@@ -1001,6 +1070,7 @@ impl PgStore {
         .await
         .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n)
     }
 
@@ -1057,7 +1127,8 @@ impl PgStore {
         )
         .await
         .map_err(pe)?;
-        tx.commit().await.map_err(pe)
+        tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await
     }
 
     pub(crate) async fn delete_signal_type_override(&self, name: &str) -> Result<bool> {
@@ -1068,6 +1139,7 @@ impl PgStore {
             .await
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n > 0)
     }
 
@@ -1075,7 +1147,18 @@ impl PgStore {
 
     pub(crate) async fn current_seq(&self) -> Result<i64> {
         let c = self.reader().await?;
-        current_seq(&c).await
+        let seq = current_seq(&c).await?;
+        self.durable_on_primary(&c).await?;
+        Ok(seq)
+    }
+
+    /// After reading change-log state from the primary, waits until it is durable (see
+    /// [`wait_durable`]). A replica needs no wait: it only ever receives flushed WAL.
+    async fn durable_on_primary<C: deadpool_postgres::GenericClient>(&self, c: &C) -> Result<()> {
+        if self.inner.replica.is_some() {
+            return Ok(());
+        }
+        wait_durable(c, &self.inner.primary).await
     }
 
     pub(crate) async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
@@ -1089,6 +1172,9 @@ impl PgStore {
             )
             .await
             .map_err(pe)?;
+        if !rows.is_empty() {
+            self.durable_on_primary(&c).await?;
+        }
         rows.iter()
             .map(|r| {
                 RawChange {
@@ -1112,6 +1198,10 @@ impl PgStore {
 
     pub(crate) async fn load_state(&self, chunk_size: usize) -> Result<StateSnapshot> {
         let mut client = self.reader().await?;
+        let flush_pool = match self.inner.replica {
+            Some(_) => None,
+            None => Some(self.inner.primary.clone()),
+        };
         let (head_tx, head_rx) = tokio::sync::oneshot::channel();
         let (sig_tx, sig_rx) = mpsc::channel::<Result<Vec<SignalRow>>>(4);
         tokio::spawn(async move {
@@ -1128,7 +1218,12 @@ impl PgStore {
                     return;
                 }
             };
-            let head = read_state_head(&tx).await;
+            let mut head = read_state_head(&tx).await;
+            if let (Ok(_), Some(pool)) = (&head, &flush_pool) {
+                if let Err(e) = wait_durable(&tx, pool).await {
+                    head = Err(e);
+                }
+            }
             let ok = head.is_ok();
             if head_tx.send(head).is_err() || !ok {
                 return;
