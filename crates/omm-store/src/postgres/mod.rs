@@ -6,7 +6,8 @@
 //! `pg_advisory_xact_lock(7171, hashtext(current_schema()))`: write transactions of one schema
 //! run one at a time, so sequence numbers are drawn in commit order (see `crate::changes`).
 //! Taking it first (rather than only in the triggers) also rules out lock-order deadlocks
-//! between the advisory lock and row locks.
+//! between the advisory lock and row locks. Those transactions commit asynchronously and are
+//! flushed after the lock is released (`begin_write`, `flush_commit`, `wait_durable`).
 
 mod schema;
 
@@ -117,7 +118,7 @@ async fn get(pool: &Pool) -> Result<Object> {
 /// releases the lock without waiting for the WAL flush, so concurrent writers share flushes
 /// instead of taking turns at one fsync each. Every caller must follow the commit with
 /// [`flush_commit`] before reporting success, and change-log readers wait for durability
-/// ([`PgStore::wait_durable`]) so that nothing read can be lost in a server crash.
+/// ([`wait_durable`]) so that nothing read can be lost in a server crash.
 async fn begin_write(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>> {
     let tx = client.transaction().await.map_err(pe)?;
     tx.batch_execute(&format!(
@@ -141,13 +142,15 @@ async fn flush_commit(c: &Client) -> Result<()> {
 
 /// Waits until every commit visible to statements already run on `c` is flushed to disk, so
 /// a reader never acts on a change that a server crash could still undo (a lost commit could
-/// also give its sequence numbers out again). `c` may be inside a read-only transaction; a
-/// flush, when needed, is forced through `pool`.
-async fn wait_durable<C: deadpool_postgres::GenericClient>(c: &C, pool: &Pool) -> Result<()> {
+/// also give its sequence numbers out again). With `force`, `c` (not inside a transaction)
+/// forces the flush at once; otherwise (inside a read-only snapshot) this polls until the
+/// writer's own flush or the WAL writer gets there.
+async fn wait_durable<C: deadpool_postgres::GenericClient>(c: &C, force: bool) -> Result<()> {
     // The insert position read now is past the commit record of everything visible so far.
     let row = c
         .query_one(
-            "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()",
+            "SELECT pg_current_wal_insert_lsn()::text,
+                    pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()",
             &[],
         )
         .await
@@ -156,29 +159,33 @@ async fn wait_durable<C: deadpool_postgres::GenericClient>(c: &C, pool: &Pool) -
         return Ok(());
     }
     let target: String = row.try_get(0).map_err(pe)?;
-    let f = get(pool).await?;
-    // `local`: a local flush is what durability needs here, whatever the session default.
-    f.batch_execute(
-        "BEGIN; SET LOCAL synchronous_commit = local;
-         SELECT pg_logical_emit_message(true, 'omm_flush', ''); COMMIT",
-    )
-    .await
-    .map_err(pe)?;
-    let ok: bool = f
-        .query_one(
-            "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
-            &[&target],
+    if force {
+        // `local`: a local flush is what is needed here, whatever the session default.
+        c.batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = local;
+             SELECT pg_logical_emit_message(true, 'omm_flush', ''); COMMIT",
         )
         .await
-        .map_err(pe)?
-        .try_get(0)
         .map_err(pe)?;
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::backend(
-            "WAL flush did not reach the read position",
-        ))
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let flushed: bool = c
+            .query_one(
+                "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+                &[&target],
+            )
+            .await
+            .map_err(pe)?
+            .try_get(0)
+            .map_err(pe)?;
+        if flushed {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(StoreError::backend("the WAL was not flushed within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -1158,7 +1165,7 @@ impl PgStore {
         if self.inner.replica.is_some() {
             return Ok(());
         }
-        wait_durable(c, &self.inner.primary).await
+        wait_durable(c, true).await
     }
 
     pub(crate) async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
@@ -1198,10 +1205,7 @@ impl PgStore {
 
     pub(crate) async fn load_state(&self, chunk_size: usize) -> Result<StateSnapshot> {
         let mut client = self.reader().await?;
-        let flush_pool = match self.inner.replica {
-            Some(_) => None,
-            None => Some(self.inner.primary.clone()),
-        };
+        let on_primary = self.inner.replica.is_none();
         let (head_tx, head_rx) = tokio::sync::oneshot::channel();
         let (sig_tx, sig_rx) = mpsc::channel::<Result<Vec<SignalRow>>>(4);
         tokio::spawn(async move {
@@ -1219,8 +1223,8 @@ impl PgStore {
                 }
             };
             let mut head = read_state_head(&tx).await;
-            if let (Ok(_), Some(pool)) = (&head, &flush_pool) {
-                if let Err(e) = wait_durable(&tx, pool).await {
+            if head.is_ok() && on_primary {
+                if let Err(e) = wait_durable(&tx, false).await {
                     head = Err(e);
                 }
             }
