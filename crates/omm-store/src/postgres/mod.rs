@@ -140,12 +140,19 @@ async fn flush_commit(c: &Client) -> Result<()> {
         .map_err(pe)
 }
 
+/// How [`wait_durable`] forces a WAL flush.
+enum Flush<'a> {
+    /// On the reading connection itself (not inside a transaction).
+    Here,
+    /// On a fresh connection: the reader is inside a read-only snapshot, and a pooled
+    /// connection could deadlock a pool of one.
+    Connect(&'a tokio_postgres::Config),
+}
+
 /// Waits until every commit visible to statements already run on `c` is flushed to disk, so
 /// a reader never acts on a change that a server crash could still undo (a lost commit could
-/// also give its sequence numbers out again). With `force`, `c` (not inside a transaction)
-/// forces the flush at once; otherwise (inside a read-only snapshot) this polls until the
-/// writer's own flush or the WAL writer gets there.
-async fn wait_durable<C: deadpool_postgres::GenericClient>(c: &C, force: bool) -> Result<()> {
+/// also give its sequence numbers out again).
+async fn wait_durable<C: deadpool_postgres::GenericClient>(c: &C, flush: Flush<'_>) -> Result<()> {
     // The insert position read now is past the commit record of everything visible so far.
     let row = c
         .query_one(
@@ -159,14 +166,20 @@ async fn wait_durable<C: deadpool_postgres::GenericClient>(c: &C, force: bool) -
         return Ok(());
     }
     let target: String = row.try_get(0).map_err(pe)?;
-    if force {
-        // `local`: a local flush is what is needed here, whatever the session default.
-        c.batch_execute(
-            "BEGIN; SET LOCAL synchronous_commit = local;
-             SELECT pg_logical_emit_message(true, 'omm_flush', ''); COMMIT",
-        )
-        .await
-        .map_err(pe)?;
+    // A WAL-writing transaction whose commit flushes locally (`local`: what is needed here,
+    // whatever the session default); the flush covers all WAL before its commit record.
+    const FORCE: &str = "BEGIN; SET LOCAL synchronous_commit = local;
+         SELECT pg_logical_emit_message(true, 'omm_flush', ''); COMMIT";
+    match flush {
+        Flush::Here => c.batch_execute(FORCE).await.map_err(pe)?,
+        Flush::Connect(cfg) => {
+            let (client, conn) = cfg.connect(NoTls).await.map_err(pe)?;
+            let conn = tokio::spawn(conn);
+            let res = client.batch_execute(FORCE).await.map_err(pe);
+            drop(client);
+            let _ = conn.await;
+            res?
+        }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -1165,7 +1178,7 @@ impl PgStore {
         if self.inner.replica.is_some() {
             return Ok(());
         }
-        wait_durable(c, true).await
+        wait_durable(c, Flush::Here).await
     }
 
     pub(crate) async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
@@ -1205,7 +1218,10 @@ impl PgStore {
 
     pub(crate) async fn load_state(&self, chunk_size: usize) -> Result<StateSnapshot> {
         let mut client = self.reader().await?;
-        let on_primary = self.inner.replica.is_none();
+        let flush_config = match self.inner.replica {
+            Some(_) => None,
+            None => Some(self.inner.listen_config.clone()),
+        };
         let (head_tx, head_rx) = tokio::sync::oneshot::channel();
         let (sig_tx, sig_rx) = mpsc::channel::<Result<Vec<SignalRow>>>(4);
         tokio::spawn(async move {
@@ -1223,8 +1239,8 @@ impl PgStore {
                 }
             };
             let mut head = read_state_head(&tx).await;
-            if head.is_ok() && on_primary {
-                if let Err(e) = wait_durable(&tx, false).await {
+            if let (Ok(_), Some(cfg)) = (&head, &flush_config) {
+                if let Err(e) = wait_durable(&tx, Flush::Connect(cfg)).await {
                     head = Err(e);
                 }
             }
