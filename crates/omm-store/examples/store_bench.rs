@@ -8,8 +8,9 @@
 //! cargo run --release -p omm-store --example store_bench -- postgres-concurrency
 //! ```
 //!
-//! Arguments: `<sqlite|postgres> [signals=1000000] [batch=5000]`, or
-//! `<sqlite|postgres>-concurrency [ops per task=300]`.
+//! Arguments: `<sqlite|postgres> [signals=1000000] [batch=5000]`,
+//! `<sqlite|postgres>-concurrency [ops per task=300]`, or `postgres-read <schema>` (matcher
+//! rebuild timings on an existing schema, e.g. 10M signals loaded by `bench-notes/pg10m.sql`).
 
 use std::time::{Duration, Instant};
 
@@ -385,10 +386,50 @@ async fn concurrency(kind: &str, ops: usize) {
     t.drop_all().await;
 }
 
+/// Times a matcher rebuild (`load_state`, then the whole `changes_since`) on an existing
+/// PostgreSQL schema, e.g. one filled with 10M signals beforehand; leaves the schema alone.
+async fn read_existing(schema: &str) {
+    let url = std::env::var("OMM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut o = PostgresOptions::new(&url);
+    o.schema = Some(schema.to_string());
+    let s = Store::open_postgres(o).await.unwrap();
+    let t0 = Instant::now();
+    let mut snap = s.load_state(10_000).await.unwrap();
+    let mut count = 0usize;
+    while let Some(chunk) = snap.next_signals().await.unwrap() {
+        count += chunk.len();
+    }
+    let load = t0.elapsed();
+    println!(
+        "postgres: load_state of {count} signals: {:.2} s ({:.0} signals/s)",
+        load.as_secs_f64(),
+        count as f64 / load.as_secs_f64()
+    );
+    let t0 = Instant::now();
+    let mut last = 0;
+    let mut changes = 0usize;
+    loop {
+        let page = s.changes_since(last, 10_000).await.unwrap();
+        let Some(c) = page.last() else { break };
+        last = c.seq;
+        changes += page.len();
+    }
+    println!(
+        "postgres: changes_since over the whole log ({changes} entries, pages of 10000): {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let kind = args.first().map(String::as_str).unwrap_or("sqlite");
+    if kind == "postgres-read" {
+        let schema = args.get(1).expect("postgres-read <schema>");
+        read_existing(schema).await;
+        return;
+    }
     if let Some(backend) = kind.strip_suffix("-concurrency") {
         let ops = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(300);
         concurrency(backend, ops).await;

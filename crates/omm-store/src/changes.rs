@@ -13,6 +13,14 @@
 //!   while holding it. So when a reader can see entry `n`, every entry `< n` that will ever
 //!   exist is already visible: tailing with `seq > last_seen` never skips a late commit.
 //!   (Rolled-back transactions leave holes in the numbering; holes are never filled later.)
+//! * **Nothing read can be undone.** On PostgreSQL those write transactions commit with
+//!   `synchronous_commit = off`, so the lock is released when the commit is visible, without
+//!   waiting for its WAL flush (concurrent writers then share flushes instead of queueing for
+//!   one fsync each). The writer flushes right after (a tiny synchronous commit covers all WAL
+//!   before it) and only then reports success; readers of the change log (`changes_since`,
+//!   `current_seq`, `load_state`) wait until the WAL up to what they read is flushed before
+//!   returning it. So a server crash can only lose commits that neither their writer nor any
+//!   matcher was told about, and WAL order (= seq order) makes what survives a prefix.
 //! * To start, call [`crate::Store::load_state`]: it reads banks, exchanges, overrides,
 //!   non-default content states and all signals from **one** snapshot together with the
 //!   highest seq visible in that snapshot. Apply the snapshot, then tail

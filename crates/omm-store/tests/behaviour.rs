@@ -88,6 +88,7 @@ both_backends!(
     exchanges_crud_and_cascade,
     credentials,
     fetch_batch_semantics,
+    bulk_batch_log_matches_rows,
     checkpoint_atomicity,
     fetch_status_lifecycle,
     fetch_leases,
@@ -879,6 +880,106 @@ async fn fetch_batch_semantics(h: &Harness) {
     assert_eq!(s.fetch_checkpoint("EX").await.unwrap(), None);
     assert_eq!(s.fetch_status("EX").await.unwrap().item_count, 0);
     assert_eq!(s.count_content("EX").await.unwrap(), 0);
+}
+
+/// The bulk path of a fetch batch logs exactly what per-row writes would: one upsert per
+/// stored signal, with the content id and bank of the row it belongs to; and batch content
+/// never reuses the id of deleted content (ids are assigned by the bulk path on SQLite).
+async fn bulk_batch_log_matches_rows(h: &Harness) {
+    let s = &h.store;
+    s.create_bank(&bank("CURATED")).await.unwrap();
+    let gone = s
+        .create_content(
+            "CURATED",
+            &NewContent::with_signals(sigs(&[("pdq", &pdq(999))])),
+        )
+        .await
+        .unwrap();
+    // The highest content id so far now belongs to deleted content.
+    s.delete_content("CURATED", gone.id).await.unwrap();
+    s.create_exchange(&new_exchange("EX")).await.unwrap();
+    let bank_id = s.get_bank("EX").await.unwrap().id;
+    let seq = s.current_seq().await.unwrap();
+    let md5s: Vec<String> = (0..60u64).map(|i| format!("{i:032x}")).collect();
+    let updates: Vec<RecordUpdate> = (0..60u64)
+        .map(|i| {
+            let key = format!("k{i}");
+            let p = pdq(i);
+            if i % 7 == 0 {
+                record(
+                    &key,
+                    &[("pdq", &p), ("md5", &md5s[i as usize])],
+                    json!({"i": i}),
+                )
+            } else {
+                record(&key, &[("pdq", &p)], json!({"i": i}))
+            }
+        })
+        .collect();
+    let out = s
+        .apply_fetch_batch("EX", &batch(updates.clone(), json!({"n": 1})))
+        .await
+        .unwrap();
+    assert_eq!(out.records_added, 60);
+
+    let mut expected = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for u in &updates {
+        let r = s.get_exchange_record("EX", &u.key).await.unwrap();
+        let rec = u.record.as_ref().unwrap();
+        assert_eq!(r.metadata, rec.metadata);
+        let want: BTreeMap<String, String> = rec.signals.iter().cloned().collect();
+        assert_eq!(r.signals, want);
+        let cid = r.content_id.unwrap();
+        assert!(
+            cid > gone.id,
+            "content id {cid} reuses ids up to {}",
+            gone.id
+        );
+        assert!(ids.insert(cid), "content id {cid} given twice");
+        let content = s.get_content("EX", cid).await.unwrap();
+        assert_eq!(content.signals, want);
+        for (t, v) in &rec.signals {
+            expected.push(format!("{cid} {bank_id} {t} {v}"));
+        }
+    }
+    let mut logged: Vec<String> = all_changes(s, seq)
+        .await
+        .into_iter()
+        .map(|c| match c.event {
+            ChangeEvent::SignalUpserted {
+                content_id,
+                bank_id,
+                signal_type,
+                value,
+            } => format!("{content_id} {bank_id} {signal_type} {value}"),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    logged.sort();
+    expected.sort();
+    assert_eq!(logged, expected);
+
+    // Content created afterwards (by a curator or another batch) gets fresh ids too.
+    let later = s
+        .create_content(
+            "CURATED",
+            &NewContent::with_signals(sigs(&[("pdq", &pdq(998))])),
+        )
+        .await
+        .unwrap();
+    assert!(later.id > *ids.last().unwrap());
+    s.apply_fetch_batch(
+        "EX",
+        &batch(
+            vec![record("late", &[("pdq", &pdq(997))], json!({}))],
+            json!({"n": 2}),
+        ),
+    )
+    .await
+    .unwrap();
+    let late = s.get_exchange_record("EX", "late").await.unwrap();
+    assert!(late.content_id.unwrap() > later.id);
 }
 
 async fn checkpoint_atomicity(h: &Harness) {

@@ -6,7 +6,8 @@
 //! `pg_advisory_xact_lock(7171, hashtext(current_schema()))`: write transactions of one schema
 //! run one at a time, so sequence numbers are drawn in commit order (see `crate::changes`).
 //! Taking it first (rather than only in the triggers) also rules out lock-order deadlocks
-//! between the advisory lock and row locks.
+//! between the advisory lock and row locks. Those transactions commit asynchronously and are
+//! flushed after the lock is released (`begin_write`, `flush_commit`, `wait_durable`).
 
 mod reviews;
 mod schema;
@@ -118,15 +119,93 @@ async fn get(pool: &Pool) -> Result<Object> {
 }
 
 /// Starts a write transaction holding the change-log lock.
+///
+/// Its commit is asynchronous (`synchronous_commit = off`): the commit becomes visible and
+/// releases the lock without waiting for the WAL flush, so concurrent writers share flushes
+/// instead of taking turns at one fsync each. Every caller must follow the commit with
+/// [`flush_commit`] before reporting success, and change-log readers wait for durability
+/// ([`wait_durable`]) so that nothing read can be lost in a server crash.
 async fn begin_write(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>> {
     let tx = client.transaction().await.map_err(pe)?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))",
-        &[&CHANGE_LOCK_CLASS],
-    )
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({CHANGE_LOCK_CLASS}, hashtext(current_schema()));
+         SET LOCAL synchronous_commit = off"
+    ))
     .await
     .map_err(pe)?;
     Ok(tx)
+}
+
+/// Makes this session's last commit durable: a tiny transaction that writes WAL commits with
+/// the session's own `synchronous_commit` (normally `on`), and its commit flush covers every
+/// WAL record before it, ours included. Runs outside the change-log lock, so the flushes of
+/// concurrent writers are combined (group commit).
+async fn flush_commit(c: &Client) -> Result<()> {
+    c.batch_execute("SELECT pg_logical_emit_message(true, 'omm_flush', '')")
+        .await
+        .map_err(pe)
+}
+
+/// How [`wait_durable`] forces a WAL flush.
+enum Flush<'a> {
+    /// On the reading connection itself (not inside a transaction).
+    Here,
+    /// On a fresh connection: the reader is inside a read-only snapshot, and a pooled
+    /// connection could deadlock a pool of one.
+    Connect(&'a tokio_postgres::Config),
+}
+
+/// Waits until every commit visible to statements already run on `c` is flushed to disk, so
+/// a reader never acts on a change that a server crash could still undo (a lost commit could
+/// also give its sequence numbers out again).
+async fn wait_durable<C: deadpool_postgres::GenericClient>(c: &C, flush: Flush<'_>) -> Result<()> {
+    // The insert position read now is past the commit record of everything visible so far.
+    let row = c
+        .query_one(
+            "SELECT pg_current_wal_insert_lsn()::text,
+                    pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()",
+            &[],
+        )
+        .await
+        .map_err(pe)?;
+    if row.try_get::<_, bool>(1).map_err(pe)? {
+        return Ok(());
+    }
+    let target: String = row.try_get(0).map_err(pe)?;
+    // A WAL-writing transaction whose commit flushes locally (`local`: what is needed here,
+    // whatever the session default); the flush covers all WAL before its commit record.
+    const FORCE: &str = "BEGIN; SET LOCAL synchronous_commit = local;
+         SELECT pg_logical_emit_message(true, 'omm_flush', ''); COMMIT";
+    match flush {
+        Flush::Here => c.batch_execute(FORCE).await.map_err(pe)?,
+        Flush::Connect(cfg) => {
+            let (client, conn) = cfg.connect(NoTls).await.map_err(pe)?;
+            let conn = tokio::spawn(conn);
+            let res = client.batch_execute(FORCE).await.map_err(pe);
+            drop(client);
+            let _ = conn.await;
+            res?
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let flushed: bool = c
+            .query_one(
+                "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+                &[&target],
+            )
+            .await
+            .map_err(pe)?
+            .try_get(0)
+            .map_err(pe)?;
+        if flushed {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(StoreError::backend("the WAL was not flushed within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 impl PgStore {
@@ -243,6 +322,7 @@ impl PgStore {
             })?;
         let b = bank_from_row(&row)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(b)
     }
 
@@ -280,6 +360,7 @@ impl PgStore {
             .map_err(pe)?;
         let b = bank_from_row(&row)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(b)
     }
 
@@ -301,6 +382,7 @@ impl PgStore {
             .await
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n > 0)
     }
 
@@ -343,6 +425,7 @@ impl PgStore {
         }
         let out = load_contents(&tx, &[id]).await?.pop();
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         out.ok_or_else(|| StoreError::not_found(Entity::Content, id))
     }
 
@@ -393,6 +476,7 @@ impl PgStore {
         }
         let out = load_contents(&tx, &[id]).await?.pop();
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         out.ok_or_else(|| StoreError::not_found(Entity::Content, id))
     }
 
@@ -408,6 +492,7 @@ impl PgStore {
             .await
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n > 0)
     }
 
@@ -538,6 +623,7 @@ impl PgStore {
         })?;
         let out = exchange_by_name(&tx, &ex.name).await?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(out)
     }
 
@@ -582,6 +668,7 @@ impl PgStore {
         }
         let out = exchange_by_name(&tx, name).await?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(out)
     }
 
@@ -593,6 +680,7 @@ impl PgStore {
             .await
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n > 0)
     }
 
@@ -1005,6 +1093,7 @@ impl PgStore {
             .try_get(0)
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(out)
     }
 
@@ -1024,6 +1113,7 @@ impl PgStore {
         .await
         .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n)
     }
 
@@ -1080,7 +1170,8 @@ impl PgStore {
         )
         .await
         .map_err(pe)?;
-        tx.commit().await.map_err(pe)
+        tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await
     }
 
     pub(crate) async fn delete_signal_type_override(&self, name: &str) -> Result<bool> {
@@ -1091,6 +1182,7 @@ impl PgStore {
             .await
             .map_err(pe)?;
         tx.commit().await.map_err(pe)?;
+        flush_commit(&c).await?;
         Ok(n > 0)
     }
 
@@ -1098,7 +1190,18 @@ impl PgStore {
 
     pub(crate) async fn current_seq(&self) -> Result<i64> {
         let c = self.reader().await?;
-        current_seq(&c).await
+        let seq = current_seq(&c).await?;
+        self.durable_on_primary(&c).await?;
+        Ok(seq)
+    }
+
+    /// After reading change-log state from the primary, waits until it is durable (see
+    /// [`wait_durable`]). A replica needs no wait: it only ever receives flushed WAL.
+    async fn durable_on_primary<C: deadpool_postgres::GenericClient>(&self, c: &C) -> Result<()> {
+        if self.inner.replica.is_some() {
+            return Ok(());
+        }
+        wait_durable(c, Flush::Here).await
     }
 
     pub(crate) async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
@@ -1112,6 +1215,9 @@ impl PgStore {
             )
             .await
             .map_err(pe)?;
+        if !rows.is_empty() {
+            self.durable_on_primary(&c).await?;
+        }
         rows.iter()
             .map(|r| {
                 RawChange {
@@ -1135,6 +1241,10 @@ impl PgStore {
 
     pub(crate) async fn load_state(&self, chunk_size: usize) -> Result<StateSnapshot> {
         let mut client = self.reader().await?;
+        let flush_config = match self.inner.replica {
+            Some(_) => None,
+            None => Some(self.inner.listen_config.clone()),
+        };
         let (head_tx, head_rx) = tokio::sync::oneshot::channel();
         let (sig_tx, sig_rx) = mpsc::channel::<Result<Vec<SignalRow>>>(4);
         tokio::spawn(async move {
@@ -1151,7 +1261,12 @@ impl PgStore {
                     return;
                 }
             };
-            let head = read_state_head(&tx).await;
+            let mut head = read_state_head(&tx).await;
+            if let (Ok(_), Some(cfg)) = (&head, &flush_config) {
+                if let Err(e) = wait_durable(&tx, Flush::Connect(cfg)).await {
+                    head = Err(e);
+                }
+            }
             let ok = head.is_ok();
             if head_tx.send(head).is_err() || !ok {
                 return;

@@ -36,6 +36,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     notify: watch::Sender<u64>,
     fault_before_checkpoint: AtomicBool,
+    /// Wakes the background checkpointer after each write (see [`checkpointer`]).
+    checkpoint: std::sync::mpsc::Sender<()>,
 }
 
 fn be(e: rusqlite::Error) -> StoreError {
@@ -87,6 +89,17 @@ impl SqliteStore {
             }
             configure(&conn).map_err(be)?;
             migrate(&mut conn)?;
+            // Checkpoints run on a background thread, so a commit does not wait for copying
+            // WAL pages into the database file and its fsyncs. The writer still checkpoints
+            // by itself if the WAL outgrows this many pages (the checkpointer fell behind).
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 16384;")
+                .map_err(be)?;
+            let (checkpoint, wake) = std::sync::mpsc::channel();
+            let cp_path = path.clone();
+            std::thread::Builder::new()
+                .name("omm-sqlite-checkpoint".into())
+                .spawn(move || checkpointer(&cp_path, &wake))
+                .map_err(StoreError::backend)?;
             let (notify, _) = watch::channel(0u64);
             Ok(Inner {
                 path,
@@ -94,6 +107,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 notify,
                 fault_before_checkpoint: AtomicBool::new(false),
+                checkpoint,
             })
         })
         .await
@@ -122,6 +136,9 @@ impl SqliteStore {
             tx.commit().map_err(be)?;
             drop(conn);
             inner.notify.send_modify(|v| *v = v.wrapping_add(1));
+            // A send only fails once the checkpointer is gone; the writer's own
+            // auto-checkpoint then keeps the WAL bounded.
+            let _ = inner.checkpoint.send(());
             Ok(out)
         })
         .await
@@ -1003,6 +1020,29 @@ impl SqliteStore {
 
 // ---------------------------------------------------------------- helpers
 
+/// Background WAL checkpointer: after each batch of writes, copies committed WAL pages into
+/// the database file (PASSIVE: never blocks the writer or readers). Ends when the store is
+/// dropped. Durability does not depend on it: with `synchronous = NORMAL` in WAL mode a
+/// commit is in the WAL (safe against a killed process) and the checkpoint only moves it.
+fn checkpointer(path: &std::path::Path, wake: &std::sync::mpsc::Receiver<()>) {
+    let conn = match Connection::open(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("sqlite checkpointer could not open the database: {e}");
+            return;
+        }
+    };
+    if let Err(e) = conn.busy_timeout(Duration::from_secs(5)) {
+        tracing::warn!("sqlite checkpointer: {e}");
+    }
+    while wake.recv().is_ok() {
+        while wake.try_recv().is_ok() {}
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!("sqlite background checkpoint failed: {e}");
+        }
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS omm_schema_migrations (
@@ -1311,41 +1351,50 @@ fn apply_batch(
     }
 
     let mut new_records: Vec<(&str, String)> = Vec::new();
-    let mut new_keys: Vec<&str> = Vec::new();
-    let mut new_signals: Vec<(&str, &str, &str)> = Vec::new();
+    // (index into new_records, type, value)
+    let mut new_signals: Vec<(usize, &str, &str)> = Vec::new();
     let mut updated: Vec<(&FetchedRecord, batch::Existing)> = Vec::new();
     for (key, rec) in &merged.upserts {
         match existing.get(*key) {
             Some(e) => updated.push((rec, *e)),
             None => {
-                new_records.push((key, rec.metadata.to_string()));
-                new_keys.push(key);
                 for (t, v) in &rec.signals {
-                    new_signals.push((key, t, v));
+                    new_signals.push((new_records.len(), t, v));
                 }
+                new_records.push((key, rec.metadata.to_string()));
             }
         }
     }
     if !new_records.is_empty() {
+        // Ids are assigned here (this is the only writer, inside an IMMEDIATE transaction),
+        // so content and signal rows need no lookup of the rows inserted just before.
+        // bank_content keeps AUTOINCREMENT's promise: ids above any ever used.
+        let (record0, content0): (i64, i64) = tx
+            .query_row(
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM exchange_record) + 1,
+                        MAX((SELECT COALESCE(MAX(id), 0) FROM bank_content),
+                            COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'bank_content'), 0)) + 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(be)?;
         tx.execute(
-            "INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at, listing_id)
-             SELECT ?1, j.value ->> 0, j.value ->> 1, ?2, ?4 FROM json_each(?3) j",
-            params![ex_id, now, to_json(&new_records)?, listing_id],
+            "INSERT INTO exchange_record (id, exchange_id, fetch_key, metadata_json, updated_at, listing_id)
+             SELECT ?4 + j.key, ?1, j.value ->> 0, j.value ->> 1, ?2, ?5 FROM json_each(?3) j",
+            params![ex_id, now, to_json(&new_records)?, record0, listing_id],
         )
         .map_err(be)?;
         tx.execute(
-            "INSERT INTO bank_content (bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
-             SELECT ?1, r.id, 1, ?2, ?2 FROM json_each(?3) j
-             CROSS JOIN exchange_record r ON r.exchange_id = ?4 AND r.fetch_key = j.value",
-            params![bank_id, now, to_json(&new_keys)?, ex_id],
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?5)
+             INSERT INTO bank_content (id, bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
+             SELECT ?4 + i, ?1, ?3 + i, 1, ?2, ?2 FROM n",
+            params![bank_id, now, record0, content0, new_records.len() as i64],
         )
         .map_err(be)?;
         tx.execute(
             "INSERT INTO content_signal (content_id, signal_type, signal_value, bank_id, created_at)
-             SELECT c.id, j.value ->> 1, j.value ->> 2, ?1, ?2 FROM json_each(?3) j
-             CROSS JOIN exchange_record r ON r.exchange_id = ?4 AND r.fetch_key = j.value ->> 0
-             CROSS JOIN bank_content c ON c.imported_from_id = r.id",
-            params![bank_id, now, to_json(&new_signals)?, ex_id],
+             SELECT ?4 + (j.value ->> 0), j.value ->> 1, j.value ->> 2, ?1, ?2 FROM json_each(?3) j",
+            params![bank_id, now, to_json(&new_signals)?, content0],
         )
         .map_err(be)?;
         out.records_added = new_records.len() as u64;
