@@ -152,7 +152,7 @@ enum Flush<'a> {
     Here,
     /// On a fresh connection: the reader is inside a read-only snapshot, and a pooled
     /// connection could deadlock a pool of one.
-    Connect(&'a tokio_postgres::Config),
+    Connect(&'a (tokio_postgres::Config, MakeRustlsConnect)),
 }
 
 /// Waits until every commit visible to statements already run on `c` is flushed to disk, so
@@ -178,8 +178,8 @@ async fn wait_durable<C: deadpool_postgres::GenericClient>(c: &C, flush: Flush<'
          SELECT pg_logical_emit_message(true, 'omm_flush', ''); COMMIT";
     match flush {
         Flush::Here => c.batch_execute(FORCE).await.map_err(pe)?,
-        Flush::Connect(cfg) => {
-            let (client, conn) = cfg.connect(NoTls).await.map_err(pe)?;
+        Flush::Connect((cfg, tls)) => {
+            let (client, conn) = cfg.connect(tls.clone()).await.map_err(pe)?;
             let conn = tokio::spawn(conn);
             let res = client.batch_execute(FORCE).await.map_err(pe);
             drop(client);
