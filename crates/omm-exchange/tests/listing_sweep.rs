@@ -16,7 +16,7 @@ use omm_exchange::{
     api_by_name, Batch, BatchStream, Checkpoint, Exchange, ExchangeApi, ExchangeError,
     ExchangeSetup, HttpSettings, ListingProgress, ObjectSchema, Record, RecordChange, Signal,
 };
-use omm_store::{ChangeEvent, ExchangeUpdate, NewExchange, PostgresOptions, Store};
+use omm_store::{ChangeEvent, ExchangeUpdate, NewExchange, Store};
 use serde_json::{json, Value};
 
 /// Lists every live record in pages, always as a full listing (like an exchange whose
@@ -121,32 +121,6 @@ impl Exchange for Listing {
     }
 }
 
-struct TestStore {
-    store: Store,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn stores() -> Vec<TestStore> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![TestStore {
-        store: Store::open_sqlite(dir.path().join("omm.db")).await.unwrap(),
-        _dir: Some(dir),
-    }];
-    match std::env::var("OMM_TEST_DATABASE_URL") {
-        Ok(url) => {
-            let mut o = PostgresOptions::new(url);
-            o.schema = Some(format!("omm_ls_{:016x}", rand::random::<u64>()));
-            o.max_connections = 4;
-            out.push(TestStore {
-                store: Store::open_postgres(o).await.unwrap(),
-                _dir: None,
-            });
-        }
-        Err(_) => eprintln!("OMM_TEST_DATABASE_URL not set: PostgreSQL variant skipped"),
-    }
-    out
-}
-
 fn fetcher(store: &Store, delay_ms: u64) -> Fetcher {
     let api: &'static ListingApi = Box::leak(Box::new(ListingApi {
         next_listing: AtomicI64::new(1),
@@ -218,7 +192,7 @@ fn quiet() -> impl FnMut(&str, &FetchProgress) + Send {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_relisting_keeps_the_bank_then_sweeps_on_completion() {
-    for ts in stores().await {
+    for ts in common::stores("omm_ls").await {
         let store = &ts.store;
         create(store, "PARTS").await;
         create(store, "WHOLE").await;

@@ -21,7 +21,7 @@ use omm_exchange::review_writer::{ReviewWriter, ReviewWriterSettings, WritePassR
 use omm_exchange::{all_apis, api_by_name, HttpSettings};
 use omm_store::{
     CheckpointGuard, DeliveryState, FetchBatch, FetchedRecord, NewExchange, NewReview,
-    PostgresOptions, RecordUpdate, ReviewOpinion, Store,
+    RecordUpdate, ReviewOpinion, Store,
 };
 use serde_json::{json, Value};
 
@@ -92,33 +92,6 @@ async fn start_fake() -> (Fake, String) {
         .with_state(fake.clone());
     let base = serve(router).await;
     (fake, base)
-}
-
-/// A store on `backend`; the temp dir (SQLite) or schema (PostgreSQL) lives as long as it.
-struct TestStore {
-    store: Store,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn stores() -> Vec<TestStore> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![TestStore {
-        store: Store::open_sqlite(dir.path().join("omm.db")).await.unwrap(),
-        _dir: Some(dir),
-    }];
-    match std::env::var("OMM_TEST_DATABASE_URL") {
-        Ok(url) => {
-            let mut o = PostgresOptions::new(url);
-            o.schema = Some(format!("omm_rw_{:016x}", rand::random::<u64>()));
-            o.max_connections = 4;
-            out.push(TestStore {
-                store: Store::open_postgres(o).await.unwrap(),
-                _dir: None,
-            });
-        }
-        Err(_) => eprintln!("OMM_TEST_DATABASE_URL not set: PostgreSQL variant skipped"),
-    }
-    out
 }
 
 async fn create(store: &Store, name: &str, api: &str, config: Value) {
@@ -194,7 +167,7 @@ async fn state_of(store: &Store, bank: &str, content: i64) -> (DeliveryState, i6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviews_reach_each_exchange_in_its_wire_format_and_survive_an_outage() {
-    for ts in stores().await {
+    for ts in common::stores("omm_rw").await {
         let store = &ts.store;
         let (fake, base) = start_fake().await;
         store
@@ -383,7 +356,7 @@ async fn reviews_reach_each_exchange_in_its_wire_format_and_survive_an_outage() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_review_the_exchange_cannot_take_fails_without_retry() {
-    for ts in stores().await {
+    for ts in common::stores("omm_rw").await {
         let store = &ts.store;
         let (fake, base) = start_fake().await;
         store

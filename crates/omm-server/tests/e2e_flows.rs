@@ -1195,6 +1195,7 @@ async fn two_servers_on_one_postgres() {
     let dir_b = tempfile::tempdir().unwrap();
     let store_a = common::open_store(Backend::Postgres, dir_a.path(), &schema).await;
     let store_b = common::open_store(Backend::Postgres, dir_b.path(), &schema).await;
+    let dir_a = common::TestDir::new(dir_a, Some(schema));
     let a =
         TestServer::start_with_store(store_a, dir_a, |c| c.matcher_poll_interval_ms = 100).await;
     let b =

@@ -199,3 +199,68 @@ pub fn md5(i: u64) -> String {
         (i as u128).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x1234
     )
 }
+
+/// A store for a test: SQLite in a temporary directory, or a PostgreSQL schema of its own.
+/// Both are removed when it is dropped, so a test leaves nothing behind.
+pub struct TestStore {
+    pub store: omm_store::Store,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+/// SQLite always, and PostgreSQL (schema named `<prefix>_<random>`) when
+/// `OMM_TEST_DATABASE_URL` is set.
+pub async fn stores(prefix: &str) -> Vec<TestStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![TestStore {
+        store: omm_store::Store::open_sqlite(dir.path().join("omm.db"))
+            .await
+            .unwrap(),
+        _dir: Some(dir),
+        schema: None,
+    }];
+    match std::env::var("OMM_TEST_DATABASE_URL") {
+        Ok(url) => {
+            let schema = format!("{prefix}_{:016x}", rand::random::<u64>());
+            let mut o = omm_store::PostgresOptions::new(url);
+            o.schema = Some(schema.clone());
+            o.max_connections = 4;
+            out.push(TestStore {
+                store: omm_store::Store::open_postgres(o).await.unwrap(),
+                _dir: None,
+                schema: Some(schema),
+            });
+        }
+        Err(_) => eprintln!("OMM_TEST_DATABASE_URL not set: PostgreSQL variant skipped"),
+    }
+    out
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let (Some(schema), Ok(url)) = (self.schema.take(), std::env::var("OMM_TEST_DATABASE_URL"))
+        else {
+            return;
+        };
+        // A runtime of its own: this runs inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -132,12 +132,66 @@ pub async fn open_store(backend: Backend, dir: &std::path::Path, schema: &str) -
     }
 }
 
+/// A test's data directory and, on PostgreSQL, its schema: both removed when dropped, so a
+/// test leaves nothing behind (also after a panic).
+pub struct TestDir {
+    dir: tempfile::TempDir,
+    schema: Option<String>,
+}
+
+impl TestDir {
+    /// A directory whose PostgreSQL `schema` (if any) is dropped with it.
+    pub fn new(dir: tempfile::TempDir, schema: Option<String>) -> TestDir {
+        TestDir { dir, schema }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl From<tempfile::TempDir> for TestDir {
+    fn from(dir: tempfile::TempDir) -> TestDir {
+        TestDir { dir, schema: None }
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let (Some(schema), Ok(url)) = (self.schema.take(), std::env::var("OMM_TEST_DATABASE_URL"))
+        else {
+            return;
+        };
+        // A runtime of its own: this may run inside (or after) the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// A running server and a client for it.
 pub struct TestServer {
     pub server: RunningServer,
     pub base: String,
     pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _dir: TestDir,
 }
 
 impl TestServer {
@@ -151,15 +205,17 @@ impl TestServer {
         let schema = unique_schema();
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open_store(backend, dir.path(), &schema).await;
+        let dir = TestDir::new(dir, (backend == Backend::Postgres).then_some(schema));
         Self::start_with_store(store, dir, adjust).await
     }
 
     /// Starts a server on an opened store.
     pub async fn start_with_store(
         store: omm_store::Store,
-        dir: tempfile::TempDir,
+        dir: impl Into<TestDir>,
         adjust: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
+        let dir = dir.into();
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
@@ -190,7 +246,7 @@ impl TestServer {
 
     /// Shuts the server down gracefully (the matcher writes its final snapshot) and hands
     /// back its data directory, to start again on it.
-    pub async fn stop(self) -> tempfile::TempDir {
+    pub async fn stop(self) -> TestDir {
         self.server.shutdown().await.expect("clean shutdown");
         self._dir
     }
