@@ -11,7 +11,8 @@
 //! `<db>` is a SQLite file path or a `postgres://` URL. `measure` writes its snapshot to a
 //! temporary directory. `start <db> <dir>` starts once in a fresh process (from the snapshot
 //! in `<dir>` if there is a valid one) and writes a snapshot on shutdown: run it twice to see
-//! both start-up paths with the resident memory of a process that loaded only once.
+//! both start-up paths with the resident memory of a process that loaded only once; an optional
+//! fourth argument sets the initial load's chunk size (`MatcherConfig::load_chunk`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -301,12 +302,14 @@ async fn measure(db: &str, samples: usize) -> Result<(), BoxError> {
 
 /// One start in a fresh process: time to ready and resident memory, from the snapshot in
 /// `snap_dir` if it is valid (it is written on shutdown, so a second run loads it).
-async fn start_once(db: &str, snap_dir: &str) -> Result<(), BoxError> {
+async fn start_once(db: &str, snap_dir: &str, load_chunk: Option<usize>) -> Result<(), BoxError> {
     let store = Store::open(db).await?;
+    let defaults = MatcherConfig::default();
     let config = MatcherConfig {
         snapshot_dir: Some(snap_dir.into()),
         snapshot_interval: None,
-        ..MatcherConfig::default()
+        load_chunk: load_chunk.unwrap_or(defaults.load_chunk),
+        ..defaults
     };
     let t0 = Instant::now();
     let m = Matcher::start(store, config)?;
@@ -341,7 +344,10 @@ fn main() -> Result<(), BoxError> {
             let samples = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
             rt.block_on(measure(&args[1], samples))
         }
-        Some("start") if args.len() == 3 => rt.block_on(start_once(&args[1], &args[2])),
+        Some("start") if args.len() == 3 || args.len() == 4 => {
+            let load_chunk = args.get(3).map(|s| s.parse()).transpose()?;
+            rt.block_on(start_once(&args[1], &args[2], load_chunk))
+        }
         _ => Err(
             "usage: matcher_bench populate <db> <n> | measure <db> [samples] | start <db> <snapshot dir>".into(),
         ),

@@ -21,4 +21,4 @@ pub mod upload;
 pub use builtin::default_services;
 pub use config::ServerConfig;
 pub use error::{ApiError, ApiResult};
-pub use server::{init_logging, serve, start, RunningServer, ServerError, Services};
+pub use server::{init_logging, serve, start, LoggingGuard, RunningServer, ServerError, Services};

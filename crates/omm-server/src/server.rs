@@ -269,18 +269,44 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Keeps the log writer thread alive; logs written before it is dropped are flushed then.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LoggingGuard {
+    /// Held only for its `Drop`, which flushes and stops the writer thread.
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+impl std::fmt::Debug for LoggingGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggingGuard").finish_non_exhaustive()
+    }
+}
+
 /// Installs the global tracing subscriber (text or JSON lines), filtered by `RUST_LOG`
 /// (default `info`). Does nothing if one is installed already.
-pub fn init_logging(format: LogFormat) {
+///
+/// Lines are formatted on the request's thread but written by a thread of their own, so a
+/// request never waits for the write to stdout (that write cost about a quarter of the
+/// lookup throughput, BENCHMARKS.md). The queue is not lossy: when it is full, loggers wait
+/// rather than drop lines. Hold the returned guard until exit.
+pub fn init_logging(format: LogFormat) -> LoggingGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("omm-log")
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi);
-    let _ = match format {
+        .with_ansi(ansi)
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    LoggingGuard {
+        _writer: installed.is_ok().then_some(guard),
+    }
 }

@@ -161,7 +161,7 @@ impl From<&ServeArgs> for FlagOverrides {
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let config = ServerConfig::load(args.config.as_deref(), FlagOverrides::from(&args))
         .context("loading configuration")?;
-    omm_server::init_logging(config.log_format);
+    let _logging = omm_server::init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
