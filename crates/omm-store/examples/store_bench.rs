@@ -10,7 +10,7 @@
 //!
 //! Arguments: `<sqlite|postgres> [signals=1000000] [batch=5000]`,
 //! `<sqlite|postgres>-concurrency [ops per task=300]`, or `postgres-read <schema>` (matcher
-//! rebuild timings on an existing schema, e.g. 10M signals loaded by `bench-notes/pg10m.sql`).
+//! rebuild timings on an existing schema, e.g. 10M signals loaded by `bench/pg10m.sql`).
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 -- 10M PDQ signals for the matcher-rebuild timing, much faster than 10M through the fetch
 -- path: the same rows as an exchange fetch writes (record, content, signal; the change log
 -- through the schema's own triggers), in 20 transactions of 500k.
--- psql -v schema=omm_bench10m -f bench-notes/pg10m.sql
+-- psql -v schema=omm_bench10m -f bench/pg10m.sql
 SET search_path = :schema;
 INSERT INTO exchange (name, api, config_json, created_at, updated_at)
 VALUES ('BENCH', 'fb_threatexchange', '{"privacy_group":1}', 0, 0);
