@@ -142,6 +142,16 @@ pub trait SignalIndex: Send + Sync {
         Ok(stats.removed == 1)
     }
 
+    /// Announces many inserts into an empty index (a matcher's first load): the index may defer
+    /// building its search structures until [`finish_bulk_load`](Self::finish_bulk_load), so
+    /// that a load in many batches costs one build. Queries stay exact meanwhile (possibly
+    /// slower). Does nothing if the index is not empty, and by default.
+    fn begin_bulk_load(&self) {}
+
+    /// Ends what [`begin_bulk_load`](Self::begin_bulk_load) started (builds the search
+    /// structures). Does nothing outside a bulk load, and by default.
+    fn finish_bulk_load(&self) {}
+
     /// Applies a batch in order. Every key is validated first: on an invalid key nothing is
     /// changed and the error is returned.
     fn apply(&self, ops: &[IndexOp<'_>]) -> Result<ApplyStats, IndexError>;

@@ -671,6 +671,10 @@ thread_local! {
 struct Inner {
     tables: Vec<Table>,
     storage: Storage,
+    /// A bulk load is in progress ([`PdqIndex::begin_bulk_load`]): inserts only append slots,
+    /// the tables stay empty, and queries scan the slots (exact, slower) until
+    /// [`PdqIndex::finish_bulk_load`] builds the tables once, for the final size.
+    bulk: bool,
 }
 
 impl Inner {
@@ -678,6 +682,7 @@ impl Inner {
         Inner {
             tables: chunks.iter().map(|&c| Table::empty(c)).collect(),
             storage: Storage::default(),
+            bulk: false,
         }
     }
 
@@ -713,6 +718,9 @@ impl Inner {
         let n = self.storage.len as f64;
         if n == 0.0 {
             return stats;
+        }
+        if self.bulk {
+            return self.scan(q, t, out);
         }
         let radii = self.radii(t);
         let mut probes = 0f64;
@@ -1137,6 +1145,13 @@ impl PdqIndex {
     ///
     /// If the index would exceed `u32::MAX - 1` slots (about 4 billion entries).
     pub fn apply(&self, ops: &[PdqOp]) -> ApplyStats {
+        if self.inner.read().bulk {
+            if let Some(stats) = self.try_bulk_append(ops) {
+                return stats;
+            }
+            // A remove during a bulk load: build the tables first, then apply as usual.
+            self.finish_bulk_load();
+        }
         if ops.len() >= PATCH_LIMIT {
             if let Some(stats) = self.try_bulk_load(ops) {
                 release_free_memory();
@@ -1175,6 +1190,91 @@ impl PdqIndex {
     /// rebuild per sub-batch), then swapped in. Returns `None`, having changed nothing, when the
     /// index is not empty or the batch has removes or repeated pairs (the general path handles
     /// those).
+    /// Starts a bulk load (a matcher's first load from its store): until
+    /// [`finish_bulk_load`](Self::finish_bulk_load), inserts are appended to the slots without
+    /// touching the tables, so loading millions of entries in many batches costs one table build
+    /// in the end, with the layout for the final size, instead of a rebuild of every table per
+    /// batch (and the allocator churn of those rebuilds). Queries stay exact meanwhile but scan
+    /// every slot; a remove or a snapshot write finishes the bulk load first. During the load a
+    /// pair inserted twice counts twice in [`ApplyStats::inserted`]; it is stored once.
+    ///
+    /// Returns `false`, and changes nothing, if the index is not empty.
+    pub fn begin_bulk_load(&self) -> bool {
+        let mut inner = self.inner.write();
+        if inner.bulk {
+            return true;
+        }
+        if inner.storage.len != 0 {
+            return false;
+        }
+        // Fresh storage: slots `0..next` must all be live when the tables are built.
+        let chunks: Vec<Chunk> = inner.tables.iter().map(|t| t.chunk).collect();
+        *inner = Inner::new(&chunks);
+        inner.bulk = true;
+        true
+    }
+
+    /// Ends a bulk load: builds the tables for everything stored, with the layout for its size
+    /// (queries keep scanning until the tables are swapped in). Does nothing outside a bulk load.
+    pub fn finish_bulk_load(&self) {
+        let guard = self.inner.upgradable_read();
+        if !guard.bulk {
+            return;
+        }
+        let n = guard.storage.next;
+        let chunks = self.layout_for(n as usize);
+        let tables = build_tables(&chunks, &guard.storage, n);
+        let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+        if has_repeated_pairs(&tables[0], &w.storage) {
+            // The same pair was inserted twice: store it once (rare; the store never does this).
+            let mut pairs: Vec<(Code256, u64)> = Vec::with_capacity(n as usize);
+            w.storage
+                .for_each_code(n, |slot, code| pairs.push((*code, w.storage.id(slot))));
+            drop(tables);
+            pairs.sort_unstable();
+            pairs.dedup();
+            let mut storage = Storage::default();
+            for (slot, &(code, id)) in pairs.iter().enumerate() {
+                storage.set(slot as u32, code, id);
+            }
+            drop(pairs);
+            let n = storage.next;
+            let tables = build_tables(&self.layout_for(n as usize), &storage, n);
+            *w = Inner {
+                tables,
+                storage,
+                bulk: false,
+            };
+        } else {
+            w.tables = tables;
+            w.bulk = false;
+        }
+        drop(w);
+        release_free_memory();
+    }
+
+    /// During a bulk load, appends a batch of inserts to the slots. `None` (nothing done) if the
+    /// batch removes anything or no bulk load is in progress.
+    fn try_bulk_append(&self, ops: &[PdqOp]) -> Option<ApplyStats> {
+        if ops.iter().any(|op| !op.parts().2) {
+            return None;
+        }
+        let mut w = self.inner.write();
+        if !w.bulk {
+            return None;
+        }
+        for op in ops {
+            let (code, id, _) = op.parts();
+            let slot = w.storage.next;
+            assert!(slot < u32::MAX - 1, "PdqIndex is full (u32 slots)");
+            w.storage.set(slot, *code, id);
+        }
+        Some(ApplyStats {
+            inserted: ops.len(),
+            ..ApplyStats::default()
+        })
+    }
+
     fn try_bulk_load(&self, ops: &[PdqOp]) -> Option<ApplyStats> {
         if ops.len() >= (u32::MAX - 1) as usize || ops.iter().any(|op| !op.parts().2) {
             return None;
@@ -1195,7 +1295,11 @@ impl PdqIndex {
         }
         // Queries keep seeing the (empty) old contents until this swap.
         let mut w = RwLockUpgradableReadGuard::upgrade(guard);
-        *w = Inner { tables, storage };
+        *w = Inner {
+            tables,
+            storage,
+            bulk: false,
+        };
         Some(ApplyStats {
             inserted: ops.len(),
             ..ApplyStats::default()
@@ -1334,6 +1438,8 @@ impl PdqIndex {
     /// change log from `watermark` (read *before* calling) onto it gives the exact state, because
     /// every change sets the final state of its (code, id) pair.
     pub fn write_snapshot(&self, path: &Path, watermark: u64) -> Result<(), SnapshotError> {
+        // A snapshot holds each pair once; a bulk load may still hold repeats.
+        self.finish_bulk_load();
         let mut writer = SnapshotWriter::create(path)?;
         let mut slots = Vec::new();
         let mut buf = Vec::new();
@@ -1401,7 +1507,11 @@ impl PdqIndex {
         }
         let header = reader.finish()?;
         let tables = build_tables(&self.layout_for(slot as usize), &storage, slot);
-        let fresh = Inner { tables, storage };
+        let fresh = Inner {
+            tables,
+            storage,
+            bulk: false,
+        };
         let old = std::mem::replace(&mut *self.inner.write(), fresh);
         drop(old);
         release_free_memory();
@@ -1416,6 +1526,14 @@ impl Default for PdqIndex {
 }
 
 impl SignalIndex for PdqIndex {
+    fn begin_bulk_load(&self) {
+        PdqIndex::begin_bulk_load(self);
+    }
+
+    fn finish_bulk_load(&self) {
+        PdqIndex::finish_bulk_load(self);
+    }
+
     fn kind(&self) -> SnapshotKind {
         SnapshotKind::Pdq
     }

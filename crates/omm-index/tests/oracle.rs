@@ -314,3 +314,100 @@ fn bulk_loads_match_oracle() {
         check_queries(&index, &oracle, &qs).unwrap();
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// A bulk load (a matcher's first load) in several batches, with pairs repeated across and
+    /// within batches and an optional remove part-way (which ends the bulk load early): queries
+    /// during the load (exhaustive scan) and after it (tables) agree with the oracle, and the
+    /// index then takes ordinary changes.
+    #[test]
+    fn bulk_load_mode_matches_oracle(
+        seed in any::<u64>(),
+        layout_choice in 0u8..7,
+        bases in 1usize..40,
+        batches in 1usize..5,
+        remove_at in proptest::option::of(0usize..5),
+    ) {
+        let mut rng = Rng(seed);
+        let index = if layout_choice == 6 {
+            PdqIndex::new()
+        } else {
+            PdqIndex::with_config(layout(layout_choice)).unwrap()
+        };
+        prop_assert!(index.begin_bulk_load());
+        let pool = clustered(&mut rng, bases, 8, 25);
+        let mut oracle = Oracle::default();
+        for b in 0..batches {
+            let mut ops = Vec::new();
+            for _ in 0..1 + rng.below(2 * pool.len() as u64) {
+                let code = pool[rng.below(pool.len() as u64) as usize];
+                ops.push(PdqOp::Insert(code, rng.below(16)));
+            }
+            if remove_at == Some(b) {
+                let (c, id) = match ops[0] { PdqOp::Insert(c, id) | PdqOp::Remove(c, id) => (c, id) };
+                ops.push(PdqOp::Remove(c, id));
+            }
+            index.apply(&ops);
+            for op in &ops {
+                match *op {
+                    PdqOp::Insert(c, id) => { oracle.pairs.insert((c, id)); }
+                    PdqOp::Remove(c, id) => { oracle.pairs.remove(&(c, id)); }
+                }
+            }
+            let qs = queries_near(&mut rng, &pool, 3);
+            for q in &qs {
+                prop_assert_eq!(index.query(q, 31), oracle.normalized(q, 31));
+            }
+        }
+        index.finish_bulk_load();
+        let qs = queries_near(&mut rng, &pool, 6);
+        check_queries(&index, &oracle, &qs)?;
+        // Ordinary changes after the load.
+        let mut ops = Vec::new();
+        for i in (0..pool.len()).step_by(3) {
+            ops.push(PdqOp::Remove(pool[i], i as u64 % 16));
+            oracle.pairs.remove(&(pool[i], i as u64 % 16));
+            ops.push(PdqOp::Insert(pool[i], 100 + i as u64));
+            oracle.pairs.insert((pool[i], 100 + i as u64));
+        }
+        index.apply(&ops);
+        check_queries(&index, &oracle, &qs)?;
+        // A bulk load needs an empty index.
+        prop_assert_eq!(index.begin_bulk_load(), oracle.pairs.is_empty());
+    }
+}
+
+/// A bulk load picks the layout for its final size, whatever the batch sizes were.
+#[test]
+fn bulk_load_mode_takes_the_layout_for_the_final_size() {
+    let mut rng = Rng(99);
+    let index = PdqIndex::new();
+    assert!(index.begin_bulk_load());
+    let mut oracle = Oracle::default();
+    let mut id = 0u64;
+    for _ in 0..60 {
+        let ops: Vec<PdqOp> = (0..10_000)
+            .map(|_| {
+                id += 1;
+                PdqOp::Insert(rng.code(), id)
+            })
+            .collect();
+        for op in &ops {
+            if let PdqOp::Insert(c, i) = *op {
+                oracle.pairs.insert((c, i));
+            }
+        }
+        index.apply(&ops);
+    }
+    index.finish_bulk_load();
+    assert_eq!(
+        index.config().tables,
+        13,
+        "600k entries take the wide layout"
+    );
+    let codes: Vec<Code256> = oracle.pairs.iter().map(|p| p.0).step_by(50_000).collect();
+    let qs = queries_near(&mut rng, &codes, 8);
+    check_queries(&index, &oracle, &qs).unwrap();
+}

@@ -141,11 +141,9 @@ pub struct MatcherConfig {
     pub poll_interval: Duration,
     /// Most changes read and applied per batch.
     pub batch_limit: u32,
-    /// Signals per chunk during the initial load from the store. Large on purpose: the first
-    /// chunk goes into an empty index, which builds it in bulk with the layout for that size
-    /// (`PdqIndex` picks wider tables from 500,000 entries), and later chunks above the
-    /// index's patch limit rebuild each table once instead of patching it entry by entry.
-    /// Costs roughly 250 MB of transient memory per million signals while loading.
+    /// Signals per chunk during the initial load from the store. The indexes are in bulk-load
+    /// mode meanwhile (they build their tables once, after the last chunk), so the chunk size
+    /// only trades round trips against transient memory (roughly 250 MB per million signals).
     pub load_chunk: usize,
     /// Directory for snapshots; `None` disables them.
     pub snapshot_dir: Option<PathBuf>,
@@ -166,7 +164,7 @@ impl Default for MatcherConfig {
             ],
             poll_interval: Duration::from_secs(1),
             batch_limit: 10_000,
-            load_chunk: 1_000_000,
+            load_chunk: 100_000,
             snapshot_dir: None,
             snapshot_interval: Some(Duration::from_secs(600)),
         }
@@ -797,11 +795,25 @@ async fn load_from_source<S: ChangeSource>(
         .map_err(|e| e.to_string())?;
     let seq = init.seq();
     apply_blocking(shared, init.take_state_events()).await;
+    // The indexes are empty here (a fresh matcher, or `reset` after a failed load): they
+    // store the chunks as they come and build their search structures once, at the end, for
+    // the final size (no rebuild per chunk, no allocator churn, no layout chosen too early).
+    for t in &shared.types {
+        t.index.read().begin_bulk_load();
+    }
     let mut signals = 0u64;
     while let Some(chunk) = init.next_signals().await.map_err(|e| e.to_string())? {
         signals += chunk.len() as u64;
         apply_blocking(shared, signal_events(chunk)).await;
     }
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        for t in &s.types {
+            t.index.read().finish_bulk_load();
+        }
+    })
+    .await
+    .map_err(|e| format!("building the indexes failed: {e}"))?;
     shared.publish_seq(seq);
     Ok(signals)
 }
