@@ -922,7 +922,8 @@ impl PgStore {
         // New records: record, content and signals in one statement.
         let mut new_keys: Vec<&str> = Vec::new();
         let mut new_metas: Vec<String> = Vec::new();
-        let mut new_sig_keys: Vec<&str> = Vec::new();
+        // Index into `new_keys` of each new signal's record.
+        let mut new_sig_rec: Vec<usize> = Vec::new();
         let mut new_sig_types: Vec<&str> = Vec::new();
         let mut new_sig_values: Vec<&str> = Vec::new();
         let mut updated: Vec<(&str, &FetchedRecord, batch::Existing)> = Vec::new();
@@ -930,41 +931,58 @@ impl PgStore {
             match existing.get(*key) {
                 Some(e) => updated.push((key, rec, *e)),
                 None => {
-                    new_keys.push(key);
-                    new_metas.push(rec.metadata.to_string());
                     for (t, v) in &rec.signals {
-                        new_sig_keys.push(key);
+                        new_sig_rec.push(new_keys.len());
                         new_sig_types.push(t);
                         new_sig_values.push(v);
                     }
+                    new_keys.push(key);
+                    new_metas.push(rec.metadata.to_string());
                 }
             }
         }
         if !new_keys.is_empty() {
+            // Draw the ids first, so that the insert needs no joins to find the record and
+            // content rows it has just written (two hash joins over the RETURNING rows cost
+            // about a quarter of the server's time per signal).
+            let ids = tx
+                .query_one(
+                    "WITH s AS MATERIALIZED (
+                         SELECT pg_get_serial_sequence('exchange_record', 'id')::regclass AS r,
+                                pg_get_serial_sequence('bank_content', 'id')::regclass AS c)
+                     SELECT array_agg(nextval(s.r)), array_agg(nextval(s.c))
+                     FROM s, generate_series(1, $1::bigint)",
+                    &[&(new_keys.len() as i64)],
+                )
+                .await
+                .map_err(pe)?;
+            let record_ids: Vec<i64> = ids.try_get(0).map_err(pe)?;
+            let content_ids: Vec<i64> = ids.try_get(1).map_err(pe)?;
+            if record_ids.len() != new_keys.len() || content_ids.len() != new_keys.len() {
+                return Err(StoreError::backend("drew the wrong number of ids"));
+            }
+            let sig_content: Vec<i64> = new_sig_rec.iter().map(|&i| content_ids[i]).collect();
             tx.execute(
                 "WITH rec AS (
-                     INSERT INTO exchange_record (exchange_id, fetch_key, metadata_json, updated_at, listing_id)
-                     SELECT $1, k, m, $3, $9 FROM unnest($2::text[], $4::text[]) AS u(k, m)
-                     RETURNING id, fetch_key),
+                     INSERT INTO exchange_record (id, exchange_id, fetch_key, metadata_json, updated_at, listing_id)
+                     SELECT r, $1, k, m, $3, $9 FROM unnest($10::bigint[], $2::text[], $4::text[]) AS u(r, k, m)),
                  con AS (
-                     INSERT INTO bank_content (bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
-                     SELECT $5, id, 1, $3, $3 FROM rec
-                     RETURNING id, imported_from_id)
+                     INSERT INTO bank_content (id, bank_id, imported_from_id, disable_until_ts, created_at, updated_at)
+                     SELECT c, $5, r, 1, $3, $3 FROM unnest($11::bigint[], $10::bigint[]) AS u(c, r))
                  INSERT INTO content_signal (content_id, signal_type, signal_value, bank_id, created_at)
-                 SELECT con.id, s.t, s.v, $5, $3
-                 FROM unnest($6::text[], $7::text[], $8::text[]) AS s(k, t, v)
-                 JOIN rec ON rec.fetch_key = s.k
-                 JOIN con ON con.imported_from_id = rec.id",
+                 SELECT c, t, v, $5, $3 FROM unnest($6::bigint[], $7::text[], $8::text[]) AS s(c, t, v)",
                 &[
                     &ex_id,
                     &new_keys,
                     &now,
                     &new_metas,
                     &bank_id,
-                    &new_sig_keys,
+                    &sig_content,
                     &new_sig_types,
                     &new_sig_values,
                     &listing_id,
+                    &record_ids,
+                    &content_ids,
                 ],
             )
             .await
