@@ -89,6 +89,7 @@ both_backends!(
     credentials,
     fetch_batch_semantics,
     bulk_batch_log_matches_rows,
+    mixed_batch_new_and_existing_keys,
     checkpoint_atomicity,
     fetch_status_lifecycle,
     fetch_leases,
@@ -980,6 +981,81 @@ async fn bulk_batch_log_matches_rows(h: &Harness) {
     .unwrap();
     let late = s.get_exchange_record("EX", "late").await.unwrap();
     assert!(late.content_id.unwrap() > later.id);
+}
+
+/// New keys interleaved with existing ones (some changed, one whose content a curator deleted,
+/// one deleted by the batch) and records with one or two signals: every new signal lands on its
+/// own record's content, and replaying the log from before the batch gives the stored state.
+async fn mixed_batch_new_and_existing_keys(h: &Harness) {
+    let s = &h.store;
+    s.create_exchange(&new_exchange("EX")).await.unwrap();
+    let first: Vec<RecordUpdate> = (0..10u64)
+        .map(|i| record(&format!("e{i}"), &[("pdq", &pdq(i))], json!({"e": i})))
+        .collect();
+    s.apply_fetch_batch("EX", &batch(first, json!({"n": 1})))
+        .await
+        .unwrap();
+    let orphan = s.get_exchange_record("EX", "e3").await.unwrap();
+    assert!(s
+        .delete_content("EX", orphan.content_id.unwrap())
+        .await
+        .unwrap());
+    let (mut view, seq) = View::load(s).await;
+
+    let md5 = |i: u64| format!("{i:032x}");
+    let mut updates = Vec::new();
+    let mut want: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for i in 0..30u64 {
+        let (key, signals) = if i % 3 == 0 {
+            // Existing key e{i/3}: every other one gets a new value.
+            let e = i / 3;
+            let v = if e % 2 == 0 { pdq(100 + e) } else { pdq(e) };
+            (format!("e{e}"), vec![("pdq".to_string(), v)])
+        } else if i % 2 == 0 {
+            (
+                format!("n{i}"),
+                vec![
+                    ("pdq".to_string(), pdq(1000 + i)),
+                    ("md5".to_string(), md5(i)),
+                ],
+            )
+        } else {
+            (format!("n{i}"), vec![("pdq".to_string(), pdq(1000 + i))])
+        };
+        let pairs: Vec<(&str, &str)> = signals
+            .iter()
+            .map(|(t, v)| (t.as_str(), v.as_str()))
+            .collect();
+        updates.push(record(&key, &pairs, json!({"i": i})));
+        want.insert(key, signals.into_iter().collect());
+    }
+    updates.push(delete("e9"));
+    want.remove("e9");
+    let out = s
+        .apply_fetch_batch("EX", &batch(updates, json!({"n": 2})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.records_added, out.records_updated, out.records_deleted),
+        (20, 9, 1)
+    );
+
+    let mut contents = HashSet::new();
+    for (key, signals) in &want {
+        let r = s.get_exchange_record("EX", key).await.unwrap();
+        assert_eq!(&r.signals, signals, "record {key}");
+        let cid = r.content_id.unwrap();
+        assert!(contents.insert(cid), "content {cid} shared by two records");
+        assert_eq!(&s.get_content("EX", cid).await.unwrap().signals, signals);
+    }
+    for c in all_changes(s, seq).await {
+        view.apply(&c.event);
+    }
+    assert_eq!(view, View::load(s).await.0);
+    assert_eq!(
+        view.signals.len(),
+        want.values().map(|m| m.len()).sum::<usize>()
+    );
 }
 
 async fn checkpoint_atomicity(h: &Harness) {
