@@ -660,6 +660,8 @@ impl Table {
 #[derive(Default)]
 struct Scratch {
     keys: Vec<u32>,
+    /// Table of each probe key.
+    key_tables: Vec<u32>,
     ranges: Vec<(u32, u32, u32)>,
     slots: Vec<u32>,
 }
@@ -747,10 +749,11 @@ impl Inner {
         {
             let Scratch {
                 keys,
+                key_tables,
                 ranges,
                 slots,
             } = &mut scratch;
-            // 1. All probe keys; prefetch their directory entries.
+            // 1. All probe keys.
             keys.clear();
             let mut key_ends = [0usize; 33];
             for (k, table) in self.tables.iter().enumerate() {
@@ -767,26 +770,48 @@ impl Inner {
                 key_ends[k + 1] = keys.len();
             }
             stats.probes = keys.len() as u64;
-            for (k, table) in self.tables.iter().enumerate() {
-                for &key in &keys[key_ends[k]..key_ends[k + 1]] {
-                    prefetch(table.dir.as_ptr().wrapping_add(key as usize));
-                }
+            // 2. Bucket ranges. Directory entries are prefetched a fixed distance ahead rather
+            //    than all at once: a burst of ~1,400 prefetches overflows the core's miss
+            //    buffers, and the loads then wait for lines that were dropped or not yet there.
+            key_tables.clear();
+            for k in 0..self.tables.len() {
+                key_tables.extend(std::iter::repeat_n(k as u32, key_ends[k + 1] - key_ends[k]));
             }
-            // 2. Bucket ranges; prefetch the start of each bucket.
+            const DIR_AHEAD: usize = 64;
+            let dir_ptr = |i: usize| {
+                let table = &self.tables[key_tables[i] as usize];
+                table.dir.as_ptr().wrapping_add(keys[i] as usize)
+            };
+            for i in 0..keys.len().min(DIR_AHEAD) {
+                prefetch(dir_ptr(i));
+            }
             ranges.clear();
-            for (k, table) in self.tables.iter().enumerate() {
-                for &key in &keys[key_ends[k]..key_ends[k + 1]] {
-                    let [start, len] = table.dir[key as usize];
-                    if len > 0 {
-                        prefetch(table.arena.as_ptr().wrapping_add(start as usize));
-                        ranges.push((k as u32, start, len));
-                    }
+            for (i, (&key, &k)) in keys.iter().zip(key_tables.iter()).enumerate() {
+                if i + DIR_AHEAD < keys.len() {
+                    prefetch(dir_ptr(i + DIR_AHEAD));
+                }
+                let [start, len] = self.tables[k as usize].dir[key as usize];
+                if len > 0 {
+                    ranges.push((k, start, len));
                 }
             }
             // 3. Gather candidate slots, remembering where each table's candidates end.
             slots.clear();
             let mut slot_ends = [0usize; 33];
-            for &(k, start, len) in ranges.iter() {
+            const ARENA_AHEAD: usize = 16;
+            let arena_ptr = |&(k, start, _): &(u32, u32, u32)| {
+                self.tables[k as usize]
+                    .arena
+                    .as_ptr()
+                    .wrapping_add(start as usize)
+            };
+            for r in ranges.iter().take(ARENA_AHEAD) {
+                prefetch(arena_ptr(r));
+            }
+            for (i, &(k, start, len)) in ranges.iter().enumerate() {
+                if let Some(ahead) = ranges.get(i + ARENA_AHEAD) {
+                    prefetch(arena_ptr(ahead));
+                }
                 let table = &self.tables[k as usize];
                 slots.extend_from_slice(&table.arena[start as usize..(start + len) as usize]);
                 slot_ends[k as usize + 1] = slots.len();
