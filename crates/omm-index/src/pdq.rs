@@ -259,21 +259,26 @@ impl Storage {
         &self.hi[(slot >> PAGE_SHIFT) as usize][slot as usize & (PAGE_LEN - 1)]
     }
 
+    /// Address of `slot` in one of the half-code page lists (null past the last page; only
+    /// ever prefetched).
     #[inline(always)]
-    fn lo_ptr(&self, slot: u32) -> *const HalfCode {
-        match self.lo.get((slot >> PAGE_SHIFT) as usize) {
+    fn half_ptr(pages: &[Box<[HalfCode]>], slot: u32) -> *const HalfCode {
+        match pages.get((slot >> PAGE_SHIFT) as usize) {
             Some(page) => page.as_ptr().wrapping_add(slot as usize & (PAGE_LEN - 1)),
             None => std::ptr::null(),
         }
+    }
+
+    #[inline(always)]
+    fn lo_ptr(&self, slot: u32) -> *const HalfCode {
+        Self::half_ptr(&self.lo, slot)
     }
 
     /// Prefetches both halves of a slot's code (for paths that read whole codes).
     #[inline(always)]
     fn prefetch_code(&self, slot: u32) {
         prefetch(self.lo_ptr(slot));
-        if let Some(page) = self.hi.get((slot >> PAGE_SHIFT) as usize) {
-            prefetch(page.as_ptr().wrapping_add(slot as usize & (PAGE_LEN - 1)));
-        }
+        prefetch(Self::half_ptr(&self.hi, slot));
     }
 
     #[inline(always)]
@@ -680,6 +685,15 @@ struct Inner {
 }
 
 impl Inner {
+    /// Built tables over their storage (no bulk load in progress).
+    fn built(tables: Vec<Table>, storage: Storage) -> Self {
+        Inner {
+            tables,
+            storage,
+            bulk: false,
+        }
+    }
+
     fn new(chunks: &[Chunk]) -> Self {
         Inner {
             tables: chunks.iter().map(|&c| Table::empty(c)).collect(),
@@ -755,7 +769,7 @@ impl Inner {
             } = &mut scratch;
             // 1. All probe keys.
             keys.clear();
-            let mut key_ends = [0usize; 33];
+            key_tables.clear();
             for (k, table) in self.tables.iter().enumerate() {
                 let r = radii[k];
                 if r >= 0 {
@@ -767,16 +781,12 @@ impl Inner {
                         }
                     }
                 }
-                key_ends[k + 1] = keys.len();
+                key_tables.resize(keys.len(), k as u32);
             }
             stats.probes = keys.len() as u64;
             // 2. Bucket ranges. Directory entries are prefetched a fixed distance ahead rather
             //    than all at once: a burst of ~1,400 prefetches overflows the core's miss
             //    buffers, and the loads then wait for lines that were dropped or not yet there.
-            key_tables.clear();
-            for k in 0..self.tables.len() {
-                key_tables.extend(std::iter::repeat_n(k as u32, key_ends[k + 1] - key_ends[k]));
-            }
             const DIR_AHEAD: usize = 64;
             let dir_ptr = |i: usize| {
                 let table = &self.tables[key_tables[i] as usize];
@@ -1210,11 +1220,6 @@ impl PdqIndex {
         stats
     }
 
-    /// The fast path of a bulk load: a batch of distinct inserts into an empty index is written
-    /// to fresh storage and indexed like a snapshot load (one full build per table instead of a
-    /// rebuild per sub-batch), then swapped in. Returns `None`, having changed nothing, when the
-    /// index is not empty or the batch has removes or repeated pairs (the general path handles
-    /// those).
     /// Starts a bulk load (a matcher's first load from its store): until
     /// [`finish_bulk_load`](Self::finish_bulk_load), inserts are appended to the slots without
     /// touching the tables, so loading millions of entries in many batches costs one table build
@@ -1265,11 +1270,7 @@ impl PdqIndex {
             drop(pairs);
             let n = storage.next;
             let tables = build_tables(&self.layout_for(n as usize), &storage, n);
-            *w = Inner {
-                tables,
-                storage,
-                bulk: false,
-            };
+            *w = Inner::built(tables, storage);
         } else {
             w.tables = tables;
             w.bulk = false;
@@ -1300,6 +1301,11 @@ impl PdqIndex {
         })
     }
 
+    /// The fast path of a bulk load: a batch of distinct inserts into an empty index is written
+    /// to fresh storage and indexed like a snapshot load (one full build per table instead of a
+    /// rebuild per sub-batch), then swapped in. Returns `None`, having changed nothing, when the
+    /// index is not empty or the batch has removes or repeated pairs (the general path handles
+    /// those).
     fn try_bulk_load(&self, ops: &[PdqOp]) -> Option<ApplyStats> {
         if ops.len() >= (u32::MAX - 1) as usize || ops.iter().any(|op| !op.parts().2) {
             return None;
@@ -1320,11 +1326,7 @@ impl PdqIndex {
         }
         // Queries keep seeing the (empty) old contents until this swap.
         let mut w = RwLockUpgradableReadGuard::upgrade(guard);
-        *w = Inner {
-            tables,
-            storage,
-            bulk: false,
-        };
+        *w = Inner::built(tables, storage);
         Some(ApplyStats {
             inserted: ops.len(),
             ..ApplyStats::default()
@@ -1532,11 +1534,7 @@ impl PdqIndex {
         }
         let header = reader.finish()?;
         let tables = build_tables(&self.layout_for(slot as usize), &storage, slot);
-        let fresh = Inner {
-            tables,
-            storage,
-            bulk: false,
-        };
+        let fresh = Inner::built(tables, storage);
         let old = std::mem::replace(&mut *self.inner.write(), fresh);
         drop(old);
         release_free_memory();
