@@ -1,5 +1,6 @@
-//! Criterion benchmarks: radius-31 queries on 1M random and 1M clustered codes (16 × 16-bit
-//! tables), each beside a brute-force popcount scan over the same codes, plus a batch insert.
+//! Criterion benchmarks: radius-31 queries on 1M random and 1M clustered codes (the layout
+//! `PdqIndex::new` picks for 1M: 16 × 16-bit tables with inline codes), each beside a brute-force
+//! popcount scan over the same codes, plus a batch insert.
 //! 10M-scale figures (memory, snapshot, FAISS) come from `examples/scale.rs`.
 //!
 //! ```sh

@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo run --release -p omm-index --example scale -- --n 10000000 --queries 2000 --data random
-//! # --tables N forces a layout (default: the one PdqIndex::new picks for the size)
+//! # --tables N [--inline yes|no] forces a layout (default: the one PdqIndex::new picks for the
+//! # size; --inline defaults to yes)
 //! ```
 //!
 //! Generates (seeded) N codes and a query set, writes them to `--dir` (default
@@ -119,6 +120,7 @@ fn main() {
     let mut dir = PathBuf::from("/tmp/omm-index-bench");
     let mut radius: u32 = 31;
     let mut tables: Option<usize> = None; // None: the size-dependent default layout
+    let mut inline_codes = true;
     let mut brute_queries: usize = 50;
     let mut snapshot = true;
     // Accept both `--key value` and `--key=value`.
@@ -139,6 +141,7 @@ fn main() {
             "--dir" => dir = PathBuf::from(v),
             "--radius" => radius = v.parse().expect("--radius"),
             "--tables" => tables = (v != "auto").then(|| v.parse().expect("--tables")),
+            "--inline" => inline_codes = v == "yes",
             "--brute-queries" => brute_queries = v.parse().expect("--brute-queries"),
             "--no-snapshot" => {
                 snapshot = false;
@@ -193,7 +196,11 @@ fn main() {
 
     // Batch insert.
     let new_index = || match tables {
-        Some(tables) => PdqIndex::with_config(PdqIndexConfig { tables }).expect("config"),
+        Some(tables) => PdqIndex::with_config(PdqIndexConfig {
+            tables,
+            inline_codes,
+        })
+        .expect("config"),
         None => PdqIndex::new(),
     };
     let index = new_index();
@@ -208,7 +215,12 @@ fn main() {
     drop(ops);
     let rss_index = rss_kib();
     let heap = index.heap_bytes();
-    let layout = index.config().tables;
+    let config = index.config();
+    let layout = format!(
+        "{}{}",
+        config.tables,
+        if config.inline_codes { " inline" } else { "" }
+    );
 
     // Incremental batch: 10k inserts + 10k removes into the full index.
     let mut small: Vec<PdqOp> = (0..10_000u64)
@@ -290,7 +302,9 @@ fn main() {
     let med = percentile(&lat, 0.5);
     let bmed = percentile(&blat, 0.5);
     let json = format!(
-        "{{\"n\": {n}, \"data\": \"{data}\", \"radius\": {radius}, \"tables\": {layout}, \"queries\": {queries}, \"median_us\": {med:.3}, \"p99_us\": {:.3}, \"brute_median_us\": {bmed:.3}, \"hits_total\": {hits_total}}}\n",
+        "{{\"n\": {n}, \"data\": \"{data}\", \"radius\": {radius}, \"tables\": {}, \"inline_codes\": {}, \"queries\": {queries}, \"median_us\": {med:.3}, \"p99_us\": {:.3}, \"brute_median_us\": {bmed:.3}, \"hits_total\": {hits_total}}}\n",
+        config.tables,
+        config.inline_codes,
         percentile(&lat, 0.99)
     );
     fs::write(dir.join(format!("rust-{tag}.json")), json).expect("write results");

@@ -4,12 +4,14 @@
 //!
 //! Entries live in a slab of *slots*: slot `s` holds a code and an id in fixed 256 Ki-entry pages
 //! (no reallocation, so the slab never doubles while growing). The 256 bits are split into `m`
-//! disjoint chunks: 16 × 16 bits for small indexes, 13 chunks of 19–20 bits from 500,000 entries
-//! (see [`PdqIndexConfig::for_len`]; fewer candidates for more, cheaper probes). Table `k` maps
-//! the value of chunk `k` to the slots whose code has that value: a directly addressed directory
-//! of `2^w` `(start, len)` pairs into one flat `u32` arena, where every bucket keeps some spare
-//! capacity so that inserts and removes happen in place (a full bucket borrows spare room from
-//! the next few buckets by shifting them). When a batch does not fit into a table's spare
+//! disjoint chunks: 16 × 16 bits below 2 million entries, 13 chunks of 19–20 bits from there
+//! (see [`PdqIndexConfig::for_len`]). Table `k` maps the value of chunk `k` to the slots whose
+//! code has that value: a directly addressed directory of `2^w` `(start, len)` pairs into one
+//! flat `u32` arena, where every bucket keeps some spare capacity so that inserts and removes
+//! happen in place (a full bucket borrows spare room from the next few buckets by shifting
+//! them). With *inline codes* (the small layout) a second array parallel to the arena holds the
+//! first half of each entry's code, so a probe verifies its bucket by one sequential read
+//! instead of one random access per candidate. When a batch does not fit into a table's spare
 //! capacity, only that table is rebuilt (one table at a time, so memory grows by at most one
 //! table's arena). Full builds and bulk rebuilds partition the (key, slot) pairs by the top 8
 //! key bits first, so that counting and placing stay in cache (this is what bounds snapshot
@@ -34,7 +36,9 @@
 //! changes) or swapping in one rebuilt table (O(1)), and freeing the removed slots. Writers are
 //! serialized. A query concurrent with a batch sees every entry the batch does not touch exactly
 //! once; an entry the batch inserts or removes may or may not be seen by that query. Memory
-//! during a batch grows by at most one table (the one being rebuilt) plus the batch itself.
+//! during a batch grows by at most one table (the one being rebuilt) plus the batch itself; the
+//! one exception is the switch of a grown index to the wide layout, which builds the wide
+//! tables beside the inline ones (about a third of their size) before swapping them in.
 
 use std::path::Path;
 
@@ -61,10 +65,13 @@ const BORROW_WINDOW: u32 = 64;
 /// Batches touching more (key, slot) pairs per table than this rebuild the table directly.
 const PATCH_LIMIT: usize = 1 << 16;
 
+/// Key of a free slot during [`Table::build`] (wider than any chunk).
+const FREE_SLOT: u32 = u32::MAX;
 /// Widest chunk any layout has (11 tables: 24 bits).
 const MAX_CHUNK_WIDTH: u32 = 24;
-/// Entry count from which [`PdqIndexConfig::for_len`] picks [`WIDE_TABLES`] tables.
-const WIDE_LAYOUT_FROM: usize = 500_000;
+/// Entry count from which [`PdqIndexConfig::for_len`] picks [`WIDE_TABLES`] tables without
+/// inline codes (below it: 16 tables with inline codes).
+const WIDE_LAYOUT_FROM: usize = 2_000_000;
 /// Table count of the layout for large indexes.
 const WIDE_TABLES: usize = 13;
 
@@ -76,28 +83,48 @@ pub struct PdqIndexConfig {
     /// at threshold 31, as Open Media Match) is the default; fewer, wider tables mean more
     /// probes but fewer candidates.
     pub tables: usize,
+    /// Whether every table keeps the first half (16 bytes) of each entry's code beside the
+    /// entry's slot. A probe then verifies its candidates from the bucket itself, a sequential
+    /// read, instead of one random access per candidate; it costs 16 bytes per entry per table.
+    pub inline_codes: bool,
 }
 
 impl Default for PdqIndexConfig {
     fn default() -> Self {
-        PdqIndexConfig { tables: 16 }
+        PdqIndexConfig {
+            tables: 16,
+            inline_codes: true,
+        }
     }
 }
 
 impl PdqIndexConfig {
-    /// The layout [`PdqIndex::new`] builds for `n` entries: 16 tables of 16 bits below 500,000
-    /// entries, 13 tables of 19–20 bits from there (at threshold 31: 1,409 probes instead of
-    /// 272, but a third of the candidates, each a cache miss on its code; the wide directories
-    /// cost ~88 MB, which only pays off for large indexes. BENCHMARKS.md has the measurements
-    /// behind the cut-off).
+    /// The layout [`PdqIndex::new`] builds for `n` entries: below 2 million, 16 tables of 16
+    /// bits with inline codes (at threshold 31: 272 probes, ~4,200 candidates per million
+    /// entries read sequentially from the buckets; ~400 bytes per entry); from there, 13 tables
+    /// of 19–20 bits without (1,409 probes and a third of the candidates, each a cache miss on
+    /// its code, but ~110 bytes per entry; inline codes would take 4 GB at 10 million).
+    /// BENCHMARKS.md has the measurements behind the cut-off.
     pub fn for_len(n: usize) -> Self {
         Self::for_len_from(n, WIDE_LAYOUT_FROM)
     }
 
     fn for_len_from(n: usize, wide_from: usize) -> Self {
-        PdqIndexConfig {
-            tables: if n >= wide_from { WIDE_TABLES } else { 16 },
+        if n >= wide_from {
+            PdqIndexConfig {
+                tables: WIDE_TABLES,
+                inline_codes: false,
+            }
+        } else {
+            PdqIndexConfig::default()
         }
+    }
+
+    fn layout(&self) -> Result<Layout, IndexError> {
+        Ok(Layout {
+            chunks: self.chunks()?,
+            inline: self.inline_codes,
+        })
     }
 
     fn chunks(&self) -> Result<Vec<Chunk>, IndexError> {
@@ -148,6 +175,13 @@ pub struct PdqQueryStats {
     pub candidates: u64,
     /// Whether the query scanned every slot instead of using the tables.
     pub exhaustive: bool,
+}
+
+/// A validated [`PdqIndexConfig`]: the chunk of each table, and whether tables hold inline codes.
+#[derive(Debug, Clone)]
+struct Layout {
+    chunks: Vec<Chunk>,
+    inline: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -305,6 +339,13 @@ impl Storage {
         self.len += 1;
     }
 
+    #[inline(always)]
+    fn is_live(&self, slot: u32) -> bool {
+        self.live
+            .get(slot as usize / 64)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
     fn release(&mut self, slot: u32) {
         self.live[slot as usize / 64] &= !(1 << (slot % 64));
         self.free.push(slot);
@@ -360,21 +401,77 @@ fn slack(len: u32) -> u32 {
     len / 16 + 2
 }
 
+/// Scratch buffers of [`Table::build`], reused across the tables one thread builds (fresh memory
+/// costs page faults and zeroing).
+#[derive(Default)]
+struct BuildScratch {
+    /// Key of every slot (or [`FREE_SLOT`]).
+    keys: Vec<u32>,
+    /// (key, slot) pairs partitioned by the top key bits.
+    pairs: Vec<(u32, u32)>,
+    /// With inline codes: the first code half of each pair's slot.
+    pair_lo: Vec<HalfCode>,
+}
+
 /// One multi-index table: a directory of `2^width + 1` `[start, len]` pairs into `arena`; the
 /// capacity of bucket `b` is `dir[b + 1][0] - dir[b][0]`.
 struct Table {
     chunk: Chunk,
     dir: Vec<[u32; 2]>,
     arena: Vec<u32>,
+    /// Inline codes ([`PdqIndexConfig::inline_codes`]): `lo[i]` is the first half of the code
+    /// of slot `arena[i]` (same length as `arena`). Empty without inline codes.
+    lo: Vec<HalfCode>,
+    inline: bool,
 }
 
 impl Table {
-    fn empty(chunk: Chunk) -> Self {
+    fn empty(chunk: Chunk, inline: bool) -> Self {
         Table {
             chunk,
             dir: zeroed_vec(1 + (1usize << chunk.width)),
             arena: Vec::new(),
+            lo: Vec::new(),
+            inline,
         }
+    }
+
+    /// An empty table with room for `bound` arena entries reserved (never reallocated; pages
+    /// past the final length are never touched, so they cost no memory).
+    fn with_bound(chunk: Chunk, inline: bool, bound: usize) -> Self {
+        let mut t = Table::empty(chunk, inline);
+        t.arena = Vec::with_capacity(bound);
+        advise_huge_range(t.arena.as_ptr() as usize, bound * 4);
+        if inline {
+            t.lo = Vec::with_capacity(bound);
+            advise_huge_range(t.lo.as_ptr() as usize, bound * 16);
+        }
+        t
+    }
+
+    /// Grows the arena (and the inline codes) to `len` entries.
+    fn resize_arena(&mut self, len: usize) {
+        self.arena.resize(len, 0);
+        if self.inline {
+            self.lo.resize(len, [0; 2]);
+        }
+    }
+
+    /// Stores `slot` at arena position `pos`.
+    #[inline(always)]
+    fn put(&mut self, pos: usize, slot: u32, storage: &Storage) {
+        self.arena[pos] = slot;
+        if self.inline {
+            self.lo[pos] = *storage.lo(slot);
+        }
+    }
+
+    /// Appends `slot` to bucket `key` (which has room).
+    #[inline(always)]
+    fn push(&mut self, key: u32, slot: u32, storage: &Storage) {
+        let [start, len] = self.dir[key as usize];
+        self.put((start + len) as usize, slot, storage);
+        self.dir[key as usize][1] = len + 1;
     }
 
     #[inline(always)]
@@ -387,31 +484,39 @@ impl Table {
         self.dir[key as usize + 1][0] - self.dir[key as usize][0]
     }
 
-    /// Builds a table from scratch over slots `0..n` (all live).
+    /// Builds a table from scratch over the live slots among `0..n`.
     ///
     /// A two-level counting sort: (key, slot) pairs are first partitioned by the top 8 key bits
     /// (256 write streams, cache friendly), then each partition is counted and placed on its
     /// own, so that its counters, directory entries and arena range stay in cache. A direct
     /// scatter into 2^20 buckets (or a full-width histogram) misses the cache on almost every
-    /// entry. `keys` and `pairs` are scratch buffers, reused across tables (fresh memory costs
-    /// page faults and zeroing).
+    /// entry.
     fn build(
         chunk: Chunk,
+        inline: bool,
         storage: &Storage,
         n: u32,
-        keys: &mut Vec<u32>,
-        pairs: &mut Vec<(u32, u32)>,
+        scratch: &mut BuildScratch,
     ) -> Self {
+        let BuildScratch {
+            keys,
+            pairs,
+            pair_lo,
+        } = scratch;
         let buckets = 1usize << chunk.width;
         let shift = chunk.width.saturating_sub(8);
         let parts = 1usize << (chunk.width - shift);
         let mut part_len = vec![0usize; parts];
         keys.clear();
         keys.reserve(n as usize);
-        storage.for_each_code(n, |_, code| {
-            let k = chunk.of(code);
-            part_len[(k >> shift) as usize] += 1;
-            keys.push(k);
+        storage.for_each_code(n, |slot, code| {
+            if storage.is_live(slot) {
+                let k = chunk.of(code);
+                part_len[(k >> shift) as usize] += 1;
+                keys.push(k);
+            } else {
+                keys.push(FREE_SLOT);
+            }
         });
         let mut next = vec![0usize; parts];
         let mut acc = 0usize;
@@ -419,43 +524,66 @@ impl Table {
             *start = acc;
             acc += len;
         }
+        let live: usize = part_len.iter().sum();
         pairs.clear();
-        pairs.resize(keys.len(), (0, 0));
+        pairs.resize(live, (0, 0));
+        pair_lo.clear();
+        if inline {
+            // The inline codes travel with the pairs: read here in slot order, they are one
+            // sequential pass over the storage; read at placement (slots spread over all of
+            // it), they would be a cache miss each.
+            pair_lo.resize(live, [0; 2]);
+        }
         for (slot, &k) in keys.iter().enumerate() {
+            if k == FREE_SLOT {
+                continue;
+            }
             let p = (k >> shift) as usize;
             pairs[next[p]] = (k, slot as u32);
+            if inline {
+                pair_lo[next[p]] = *storage.lo(slot as u32);
+            }
             next[p] += 1;
         }
-        let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
-        // Upper bound of entries plus slack, so that the arena never reallocates; pages past
-        // the final length are never touched, so they cost no memory.
-        let bound = n as usize + n as usize / 16 + 2 * buckets.min(n as usize);
-        let mut arena: Vec<u32> = Vec::with_capacity(bound);
-        advise_huge_range(arena.as_ptr() as usize, bound * 4);
+        // Entries plus every bucket's slack (`slack`), so that the arena never reallocates.
+        let bound = n as usize + n as usize / 16 + 2 * buckets;
+        let mut table = Table::with_bound(chunk, inline, bound);
         let local_mask = (1u32 << shift) - 1;
         let mut counts = vec![0u32; 1 << shift];
         let mut begin = 0;
         for (p, &len) in part_len.iter().enumerate() {
             let part = &pairs[begin..begin + len];
+            let part_lo = pair_lo.get(begin..begin + len).unwrap_or_default();
             begin += len;
             counts.fill(0);
             for &(k, _) in part {
                 counts[(k & local_mask) as usize] += 1;
             }
-            let mut total = arena.len() as u32;
-            for (entry, &c) in dir[p << shift..(p + 1) << shift].iter_mut().zip(&counts) {
+            let mut total = table.arena.len() as u32;
+            for (entry, &c) in table.dir[p << shift..(p + 1) << shift]
+                .iter_mut()
+                .zip(&counts)
+            {
                 *entry = [total, 0];
                 total += c + slack(c);
             }
-            arena.resize(total as usize, 0);
-            for &(k, slot) in part {
-                let [start, len] = dir[k as usize];
-                arena[(start + len) as usize] = slot;
-                dir[k as usize][1] = len + 1;
+            table.resize_arena(total as usize);
+            if inline {
+                for (&(k, slot), lo) in part.iter().zip(part_lo) {
+                    let [start, len] = table.dir[k as usize];
+                    let pos = (start + len) as usize;
+                    table.arena[pos] = slot;
+                    table.lo[pos] = *lo;
+                    table.dir[k as usize][1] = len + 1;
+                }
+            } else {
+                for &(k, slot) in part {
+                    table.push(k, slot, storage);
+                }
             }
         }
-        dir[buckets] = [arena.len() as u32, 0];
-        Table { chunk, dir, arena }
+        table.dir[buckets] = [table.arena.len() as u32, 0];
+        table
     }
 
     /// Builds a copy of this table with `removes` and `adds` (`(key, slot)`, any order) applied;
@@ -464,7 +592,13 @@ impl Table {
     /// Like [`Table::build`], changes are first partitioned by the top 8 key bits and each
     /// partition of buckets is then rebuilt on its own, so that the random accesses stay in
     /// cache however large the batch.
-    fn rebuilt(&self, removes: &[(u32, u32)], adds: &[(u32, u32)], removed: &[u64]) -> Self {
+    fn rebuilt(
+        &self,
+        removes: &[(u32, u32)],
+        adds: &[(u32, u32)],
+        removed: &[u64],
+        storage: &Storage,
+    ) -> Self {
         let buckets = 1usize << self.chunk.width;
         let shift = self.chunk.width.saturating_sub(8);
         let parts = 1usize << (self.chunk.width - shift);
@@ -489,11 +623,9 @@ impl Table {
         let (add_at, ad) = partition(adds);
         let old_len: usize = self.dir[..buckets].iter().map(|e| e[1] as usize).sum();
         let n = old_len + adds.len() - removes.len();
-        let mut dir: Vec<[u32; 2]> = zeroed_vec(buckets + 1);
         // Upper bound, as in `build`: no reallocation, untouched pages cost nothing.
-        let bound = n + n / 16 + 2 * buckets.min(n);
-        let mut arena: Vec<u32> = Vec::with_capacity(bound);
-        advise_huge_range(arena.as_ptr() as usize, bound * 4);
+        let bound = n + n / 16 + 2 * buckets;
+        let mut table = Table::with_bound(self.chunk, self.inline, bound);
         let is_removed = |s: u32| {
             removed
                 .get(s as usize / 64)
@@ -517,42 +649,47 @@ impl Table {
             for &(k, _) in part_ad {
                 counts[(k & local_mask) as usize] += 1;
             }
-            let mut total = arena.len() as u32;
-            for (entry, &c) in dir[first..first + (1 << shift)].iter_mut().zip(&counts) {
+            let mut total = table.arena.len() as u32;
+            for (entry, &c) in table.dir[first..first + (1 << shift)]
+                .iter_mut()
+                .zip(&counts)
+            {
                 *entry = [total, 0];
                 total += c + slack(c);
             }
-            arena.resize(total as usize, 0);
-            for (j, entry) in dir[first..first + (1 << shift)].iter_mut().enumerate() {
-                let old = self.bucket((first + j) as u32);
-                let start = entry[0] as usize;
+            table.resize_arena(total as usize);
+            for key in first..first + (1 << shift) {
+                let [old_start, old_len] = self.dir[key];
+                let old = old_start as usize..(old_start + old_len) as usize;
+                let start = table.dir[key][0] as usize;
                 let len = if part_rm.is_empty() {
-                    arena[start..start + old.len()].copy_from_slice(old);
+                    table.arena[start..start + old.len()].copy_from_slice(&self.arena[old.clone()]);
+                    if self.inline {
+                        table.lo[start..start + old.len()].copy_from_slice(&self.lo[old.clone()]);
+                    }
                     old.len()
                 } else {
                     let mut len = 0;
-                    for &s in old {
+                    for i in old {
+                        let s = self.arena[i];
                         if !is_removed(s) {
-                            arena[start + len] = s;
+                            table.arena[start + len] = s;
+                            if self.inline {
+                                table.lo[start + len] = self.lo[i];
+                            }
                             len += 1;
                         }
                     }
                     len
                 };
-                entry[1] = len as u32;
+                table.dir[key][1] = len as u32;
             }
             for &(k, slot) in part_ad {
-                let [start, len] = dir[k as usize];
-                arena[(start + len) as usize] = slot;
-                dir[k as usize][1] = len + 1;
+                table.push(k, slot, storage);
             }
         }
-        dir[buckets] = [arena.len() as u32, 0];
-        Table {
-            chunk: self.chunk,
-            dir,
-            arena,
-        }
+        table.dir[buckets] = [table.arena.len() as u32, 0];
+        table
     }
 
     /// Number of entries of `changes` (sorted by key) with key `key`.
@@ -607,12 +744,17 @@ impl Table {
     /// Applies `removes` then `adds` (sorted by key) in place; the caller checked
     /// [`Table::fits`]. A bucket short of room takes spare room from the next buckets by
     /// shifting the buckets in between (a few dozen entries), under the caller's write lock.
-    fn patch(&mut self, removes: &[(u32, u32)], adds: &[(u32, u32)]) {
+    fn patch(&mut self, removes: &[(u32, u32)], adds: &[(u32, u32)], storage: &Storage) {
         for &(key, slot) in removes {
             let [start, len] = self.dir[key as usize];
-            let bucket = &mut self.arena[start as usize..(start + len) as usize];
+            let bucket = &self.arena[start as usize..(start + len) as usize];
             if let Some(pos) = bucket.iter().position(|&s| s == slot) {
-                bucket[pos] = bucket[len as usize - 1];
+                // Move the bucket's last entry into the hole.
+                let (pos, last) = ((start as usize) + pos, (start + len - 1) as usize);
+                self.arena[pos] = self.arena[last];
+                if self.inline {
+                    self.lo[pos] = self.lo[last];
+                }
                 self.dir[key as usize][1] = len - 1;
             } else {
                 debug_assert!(false, "removed slot missing from its bucket");
@@ -636,10 +778,11 @@ impl Table {
                     // gains it, the buckets in between keep their capacity.
                     for i in (key + 1..=j).rev() {
                         let [start, len] = self.dir[i as usize];
-                        self.arena.copy_within(
-                            start as usize..(start + len) as usize,
-                            (start + t) as usize,
-                        );
+                        let from = start as usize..(start + len) as usize;
+                        self.arena.copy_within(from.clone(), (start + t) as usize);
+                        if self.inline {
+                            self.lo.copy_within(from, (start + t) as usize);
+                        }
                         self.dir[i as usize][0] = start + t;
                     }
                     deficit -= t;
@@ -648,16 +791,14 @@ impl Table {
             }
             debug_assert_eq!(deficit, 0, "patch without room: fits() disagrees");
             for &(_, slot) in &adds[ai..end] {
-                let [start, len] = self.dir[key as usize];
-                self.arena[(start + len) as usize] = slot;
-                self.dir[key as usize][1] = len + 1;
+                self.push(key, slot, storage);
             }
             ai = end;
         }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.dir.len() * 8 + self.arena.len() * 4
+        self.dir.len() * 8 + self.arena.len() * 4 + self.lo.len() * 16
     }
 }
 
@@ -694,9 +835,13 @@ impl Inner {
         }
     }
 
-    fn new(chunks: &[Chunk]) -> Self {
+    fn new(layout: &Layout) -> Self {
         Inner {
-            tables: chunks.iter().map(|&c| Table::empty(c)).collect(),
+            tables: layout
+                .chunks
+                .iter()
+                .map(|&c| Table::empty(c, layout.inline))
+                .collect(),
             storage: Storage::default(),
             bulk: false,
         }
@@ -760,108 +905,191 @@ impl Inner {
         // Take the buffers out of the thread-local (no closure around the hot loop, so that it
         // is compiled with the caller's target features).
         let mut scratch = SCRATCH.with(|cell| cell.take());
-        {
-            let Scratch {
-                keys,
-                key_tables,
-                ranges,
-                slots,
-            } = &mut scratch;
-            // 1. All probe keys.
-            keys.clear();
-            key_tables.clear();
-            for (k, table) in self.tables.iter().enumerate() {
-                let r = radii[k];
-                if r >= 0 {
-                    let qk = table.chunk.of(q);
-                    for j in 0..=r as u32 {
-                        match cached_masks(table.chunk.width, j) {
-                            Some(masks) => keys.extend(masks.iter().map(|&m| qk ^ m)),
-                            None => for_each_mask(table.chunk.width, j, |m| keys.push(qk ^ m)),
-                        }
+        self.probe(q, &radii, &mut scratch);
+        stats.probes = scratch.keys.len() as u64;
+        stats.candidates = if self.tables[0].inline {
+            self.verify_inline(&scratch.ranges, q, t, &radii, out)
+        } else {
+            self.verify_by_slot(&mut scratch, q, t, &radii, out)
+        };
+        SCRATCH.with(|cell| cell.replace(scratch));
+        stats
+    }
+
+    /// Computes the probe keys of every table and looks up their buckets: fills
+    /// `scratch.keys` (one per probe) and `scratch.ranges` (table, start, len) of the non-empty
+    /// buckets, in table order.
+    #[inline(always)]
+    fn probe(&self, q: &Code256, radii: &[i32], scratch: &mut Scratch) {
+        let Scratch {
+            keys,
+            key_tables,
+            ranges,
+            ..
+        } = scratch;
+        keys.clear();
+        key_tables.clear();
+        for (k, table) in self.tables.iter().enumerate() {
+            let r = radii[k];
+            if r >= 0 {
+                let qk = table.chunk.of(q);
+                for j in 0..=r as u32 {
+                    match cached_masks(table.chunk.width, j) {
+                        Some(masks) => keys.extend(masks.iter().map(|&m| qk ^ m)),
+                        None => for_each_mask(table.chunk.width, j, |m| keys.push(qk ^ m)),
                     }
                 }
-                key_tables.resize(keys.len(), k as u32);
             }
-            stats.probes = keys.len() as u64;
-            // 2. Bucket ranges. Directory entries are prefetched a fixed distance ahead rather
-            //    than all at once: a burst of ~1,400 prefetches overflows the core's miss
-            //    buffers, and the loads then wait for lines that were dropped or not yet there.
-            const DIR_AHEAD: usize = 64;
-            let dir_ptr = |i: usize| {
-                let table = &self.tables[key_tables[i] as usize];
-                table.dir.as_ptr().wrapping_add(keys[i] as usize)
-            };
-            for i in 0..keys.len().min(DIR_AHEAD) {
-                prefetch(dir_ptr(i));
+            key_tables.resize(keys.len(), k as u32);
+        }
+        // Directory entries are prefetched a fixed distance ahead rather than all at once: a
+        // burst of ~1,400 prefetches overflows the core's miss buffers, and the loads then wait
+        // for lines that were dropped or not yet there.
+        const DIR_AHEAD: usize = 64;
+        let dir_ptr = |i: usize| {
+            let table = &self.tables[key_tables[i] as usize];
+            table.dir.as_ptr().wrapping_add(keys[i] as usize)
+        };
+        for i in 0..keys.len().min(DIR_AHEAD) {
+            prefetch(dir_ptr(i));
+        }
+        ranges.clear();
+        for (i, (&key, &k)) in keys.iter().zip(key_tables.iter()).enumerate() {
+            if i + DIR_AHEAD < keys.len() {
+                prefetch(dir_ptr(i + DIR_AHEAD));
             }
-            ranges.clear();
-            for (i, (&key, &k)) in keys.iter().zip(key_tables.iter()).enumerate() {
-                if i + DIR_AHEAD < keys.len() {
-                    prefetch(dir_ptr(i + DIR_AHEAD));
-                }
-                let [start, len] = self.tables[k as usize].dir[key as usize];
-                if len > 0 {
-                    ranges.push((k, start, len));
-                }
+            let [start, len] = self.tables[k as usize].dir[key as usize];
+            if len > 0 {
+                ranges.push((k, start, len));
             }
-            // 3. Gather candidate slots, remembering where each table's candidates end.
-            slots.clear();
-            let mut slot_ends = [0usize; 33];
-            const ARENA_AHEAD: usize = 16;
-            let arena_ptr = |&(k, start, _): &(u32, u32, u32)| {
-                self.tables[k as usize]
-                    .arena
-                    .as_ptr()
-                    .wrapping_add(start as usize)
-            };
-            for r in ranges.iter().take(ARENA_AHEAD) {
-                prefetch(arena_ptr(r));
+        }
+    }
+
+    /// Verifies the candidates of `ranges` from the inline codes of the buckets: a sequential
+    /// read per bucket; the slot and the second code half are read only for candidates whose
+    /// first half is within `t`. Returns the number of candidates.
+    #[inline(always)]
+    fn verify_inline(
+        &self,
+        ranges: &[(u32, u32, u32)],
+        q: &Code256,
+        t: u32,
+        radii: &[i32],
+        out: &mut Vec<Hit>,
+    ) -> u64 {
+        // Buckets are prefetched whole (up to 8 lines), a few buckets ahead.
+        const BUCKET_AHEAD: usize = 8;
+        let prefetch_bucket = |&(k, start, len): &(u32, u32, u32)| {
+            let lo = &self.tables[k as usize].lo;
+            let first = lo.as_ptr().wrapping_add(start as usize) as usize;
+            let end = first + (len as usize).min(32) * std::mem::size_of::<HalfCode>();
+            for line in (first & !63..end).step_by(64) {
+                prefetch(line as *const u8);
             }
-            for (i, &(k, start, len)) in ranges.iter().enumerate() {
-                if let Some(ahead) = ranges.get(i + ARENA_AHEAD) {
-                    prefetch(arena_ptr(ahead));
-                }
-                let table = &self.tables[k as usize];
-                slots.extend_from_slice(&table.arena[start as usize..(start + len) as usize]);
-                slot_ends[k as usize + 1] = slots.len();
+        };
+        for r in ranges.iter().take(BUCKET_AHEAD) {
+            prefetch_bucket(r);
+        }
+        let mut candidates = 0;
+        for (i, &(k, start, len)) in ranges.iter().enumerate() {
+            if let Some(ahead) = ranges.get(i + BUCKET_AHEAD) {
+                prefetch_bucket(ahead);
             }
-            for k in 1..=self.tables.len() {
-                slot_ends[k] = slot_ends[k].max(slot_ends[k - 1]);
-            }
-            stats.candidates = slots.len() as u64;
-            // 4. Verify on the first half of the codes, prefetching ahead; only candidates
-            //    within `t` there have their second half read (see `Storage`).
-            const AHEAD: usize = 16;
-            for &s in slots.iter().take(AHEAD) {
-                prefetch(self.storage.lo_ptr(s));
-            }
-            let mut k = 0;
-            for (i, &slot) in slots.iter().enumerate() {
-                if let Some(&ahead) = slots.get(i + AHEAD) {
-                    prefetch(self.storage.lo_ptr(ahead));
-                }
-                let d_lo = half_distance(self.storage.lo(slot), q[0], q[1]);
-                if d_lo > t {
-                    continue;
-                }
-                while i >= slot_ends[k + 1] {
-                    k += 1;
-                }
-                let d = d_lo + half_distance(self.storage.hi(slot), q[2], q[3]);
-                if d <= t {
-                    let code = self.storage.code(slot);
-                    if self.first_cover(k, &code, q, &radii) {
-                        out.push(Hit {
-                            distance: d,
-                            id: self.storage.id(slot),
-                        });
-                    }
+            let table = &self.tables[k as usize];
+            let bucket = start as usize..(start + len) as usize;
+            candidates += u64::from(len);
+            for (j, half) in table.lo[bucket.clone()].iter().enumerate() {
+                let d_lo = half_distance(half, q[0], q[1]);
+                if d_lo <= t {
+                    let slot = table.arena[bucket.start + j];
+                    self.verify_second_half(slot, d_lo, k as usize, q, t, radii, out);
                 }
             }
         }
-        SCRATCH.with(|cell| cell.replace(scratch));
-        stats
+        candidates
+    }
+
+    /// Gathers the candidate slots of `scratch.ranges` and verifies each on the first half of
+    /// its code in storage (a random access each, prefetched ahead). Returns the number of
+    /// candidates.
+    #[inline(always)]
+    fn verify_by_slot(
+        &self,
+        scratch: &mut Scratch,
+        q: &Code256,
+        t: u32,
+        radii: &[i32],
+        out: &mut Vec<Hit>,
+    ) -> u64 {
+        let Scratch { ranges, slots, .. } = scratch;
+        // Candidate slots, remembering where each table's candidates end.
+        slots.clear();
+        let mut slot_ends = [0usize; 33];
+        const ARENA_AHEAD: usize = 16;
+        let arena_ptr = |&(k, start, _): &(u32, u32, u32)| {
+            self.tables[k as usize]
+                .arena
+                .as_ptr()
+                .wrapping_add(start as usize)
+        };
+        for r in ranges.iter().take(ARENA_AHEAD) {
+            prefetch(arena_ptr(r));
+        }
+        for (i, &(k, start, len)) in ranges.iter().enumerate() {
+            if let Some(ahead) = ranges.get(i + ARENA_AHEAD) {
+                prefetch(arena_ptr(ahead));
+            }
+            let table = &self.tables[k as usize];
+            slots.extend_from_slice(&table.arena[start as usize..(start + len) as usize]);
+            slot_ends[k as usize + 1] = slots.len();
+        }
+        for k in 1..=self.tables.len() {
+            slot_ends[k] = slot_ends[k].max(slot_ends[k - 1]);
+        }
+        // Verify on the first half of the codes, prefetching ahead; only candidates within `t`
+        // there have their second half read (see `Storage`).
+        const AHEAD: usize = 16;
+        for &s in slots.iter().take(AHEAD) {
+            prefetch(self.storage.lo_ptr(s));
+        }
+        let mut k = 0;
+        for (i, &slot) in slots.iter().enumerate() {
+            if let Some(&ahead) = slots.get(i + AHEAD) {
+                prefetch(self.storage.lo_ptr(ahead));
+            }
+            let d_lo = half_distance(self.storage.lo(slot), q[0], q[1]);
+            if d_lo > t {
+                continue;
+            }
+            while i >= slot_ends[k + 1] {
+                k += 1;
+            }
+            self.verify_second_half(slot, d_lo, k, q, t, radii, out);
+        }
+        slots.len() as u64
+    }
+
+    /// Finishes a candidate of table `k` whose first half is at distance `d_lo`: reports it if
+    /// the whole code is within `t` and `k` is the first table covering it.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn verify_second_half(
+        &self,
+        slot: u32,
+        d_lo: u32,
+        k: usize,
+        q: &Code256,
+        t: u32,
+        radii: &[i32],
+        out: &mut Vec<Hit>,
+    ) {
+        let d = d_lo + half_distance(self.storage.hi(slot), q[2], q[3]);
+        if d <= t && self.first_cover(k, &self.storage.code(slot), q, radii) {
+            out.push(Hit {
+                distance: d,
+                id: self.storage.id(slot),
+            });
+        }
     }
 
     /// Whether table `k` is the first table whose probe covers `code` (reporting it only there
@@ -968,7 +1196,8 @@ fn has_repeated_pairs(table: &Table, storage: &Storage) -> bool {
 
 /// Builds all tables over slots `0..n`, on as many threads as there are cores (up to 4): the
 /// tables are independent, and this is what bounds the start-up time.
-fn build_tables(chunks: &[Chunk], storage: &Storage, n: u32) -> Vec<Table> {
+fn build_tables(layout: &Layout, storage: &Storage, n: u32) -> Vec<Table> {
+    let (chunks, inline) = (&layout.chunks, layout.inline);
     let threads = std::thread::available_parallelism()
         .map(|p| p.get())
         .unwrap_or(1)
@@ -976,15 +1205,10 @@ fn build_tables(chunks: &[Chunk], storage: &Storage, n: u32) -> Vec<Table> {
     let threads = if n < 100_000 { 1 } else { threads };
     // Thread `t` builds tables t, t + threads, ... with its own scratch buffers.
     let build_some = |t: usize| {
-        let (mut keys, mut pairs) = (Vec::new(), Vec::new());
+        let mut scratch = BuildScratch::default();
         (t..chunks.len())
             .step_by(threads)
-            .map(|k| {
-                (
-                    k,
-                    Table::build(chunks[k], storage, n, &mut keys, &mut pairs),
-                )
-            })
+            .map(|k| (k, Table::build(chunks[k], inline, storage, n, &mut scratch)))
             .collect::<Vec<_>>()
     };
     let mut built: Vec<Option<Table>> = chunks.iter().map(|_| None).collect();
@@ -1013,7 +1237,7 @@ fn build_tables(chunks: &[Chunk], storage: &Storage, n: u32) -> Vec<Table> {
         .into_iter()
         .zip(chunks)
         .map(|(t, &c)| {
-            t.unwrap_or_else(|| Table::build(c, storage, n, &mut Vec::new(), &mut Vec::new()))
+            t.unwrap_or_else(|| Table::build(c, inline, storage, n, &mut BuildScratch::default()))
         })
         .collect()
 }
@@ -1097,38 +1321,40 @@ impl PdqIndex {
     /// the current layout (changing it means rebuilding every table); the next snapshot load
     /// re-chooses.
     pub fn new() -> Self {
-        let chunks = PdqIndexConfig::default()
-            .chunks()
+        let layout = PdqIndexConfig::default()
+            .layout()
             .unwrap_or_else(|_| unreachable!());
         PdqIndex {
             fixed: None,
             wide_from: WIDE_LAYOUT_FROM,
-            inner: RwLock::new(Inner::new(&chunks)),
+            inner: RwLock::new(Inner::new(&layout)),
         }
     }
 
     /// An empty index with the given layout, kept whatever its size.
     pub fn with_config(config: PdqIndexConfig) -> Result<Self, IndexError> {
-        let chunks = config.chunks()?;
+        let layout = config.layout()?;
         Ok(PdqIndex {
             fixed: Some(config),
             wide_from: WIDE_LAYOUT_FROM,
-            inner: RwLock::new(Inner::new(&chunks)),
+            inner: RwLock::new(Inner::new(&layout)),
         })
     }
 
     /// The current layout.
     pub fn config(&self) -> PdqIndexConfig {
+        let inner = self.inner.read();
         PdqIndexConfig {
-            tables: self.inner.read().tables.len(),
+            tables: inner.tables.len(),
+            inline_codes: inner.tables[0].inline,
         }
     }
 
     /// The layout to build for `n` entries.
-    fn layout_for(&self, n: usize) -> Vec<Chunk> {
+    fn layout_for(&self, n: usize) -> Layout {
         self.fixed
             .unwrap_or_else(|| PdqIndexConfig::for_len_from(n, self.wide_from))
-            .chunks()
+            .layout()
             .unwrap_or_else(|_| unreachable!("layouts are validated at construction"))
     }
 
@@ -1198,10 +1424,11 @@ impl PdqIndex {
             // A bulk load into an empty index: take the layout for its final size now, while
             // switching costs nothing.
             let inserts = ops.iter().filter(|op| op.parts().2).count();
-            let chunks = self.layout_for(inserts);
+            let layout = self.layout_for(inserts);
             let mut w = self.inner.write();
-            if w.storage.len == 0 && w.tables.len() != chunks.len() {
-                *w = Inner::new(&chunks);
+            let same = w.tables.len() == layout.chunks.len() && w.tables[0].inline == layout.inline;
+            if w.storage.len == 0 && !same {
+                *w = Inner::new(&layout);
             }
         }
         let mut rest = ops;
@@ -1217,7 +1444,32 @@ impl PdqIndex {
         if ops.len() >= PATCH_LIMIT {
             release_free_memory();
         }
+        self.relayout_if_outgrown();
         stats
+    }
+
+    /// Switches an automatically laid out index that has grown by ordinary batches well past
+    /// [`WIDE_LAYOUT_FROM`] to the wide layout, so that inline codes (16 bytes per entry per
+    /// table) do not keep growing with it. The wide tables are built beside the current ones
+    /// (queries keep running) and swapped in: memory meanwhile grows by the wide tables, about
+    /// a third of the inline ones. The switch waits for a quarter more than the cut-off, so that
+    /// an index hovering around it does not rebuild back and forth; the other direction (an
+    /// index shrinking below it) waits for the next bulk build or snapshot load.
+    fn relayout_if_outgrown(&self) {
+        if self.fixed.is_some() {
+            return;
+        }
+        let guard = self.inner.upgradable_read();
+        let n = guard.storage.len;
+        if guard.bulk || !guard.tables[0].inline || n < self.wide_from + self.wide_from / 4 {
+            return;
+        }
+        let tables = build_tables(&self.layout_for(n), &guard.storage, guard.storage.next);
+        let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+        let old = std::mem::replace(&mut w.tables, tables);
+        drop(w);
+        drop(old);
+        release_free_memory();
     }
 
     /// Starts a bulk load (a matcher's first load from its store): until
@@ -1238,8 +1490,11 @@ impl PdqIndex {
             return false;
         }
         // Fresh storage: slots `0..next` must all be live when the tables are built.
-        let chunks: Vec<Chunk> = inner.tables.iter().map(|t| t.chunk).collect();
-        *inner = Inner::new(&chunks);
+        let layout = Layout {
+            chunks: inner.tables.iter().map(|t| t.chunk).collect(),
+            inline: inner.tables[0].inline,
+        };
+        *inner = Inner::new(&layout);
         inner.bulk = true;
         true
     }
@@ -1252,8 +1507,7 @@ impl PdqIndex {
             return;
         }
         let n = guard.storage.next;
-        let chunks = self.layout_for(n as usize);
-        let tables = build_tables(&chunks, &guard.storage, n);
+        let tables = build_tables(&self.layout_for(n as usize), &guard.storage, n);
         let mut w = RwLockUpgradableReadGuard::upgrade(guard);
         if has_repeated_pairs(&tables[0], &w.storage) {
             // The same pair was inserted twice: store it once (rare; the store never does this).
@@ -1438,10 +1692,13 @@ impl PdqIndex {
             }
             if small && guard.tables[k].fits(&rm, &ad) {
                 let mut w = RwLockUpgradableReadGuard::upgrade(guard);
-                w.tables[k].patch(&rm, &ad);
+                let Inner {
+                    tables, storage, ..
+                } = &mut *w;
+                tables[k].patch(&rm, &ad, storage);
                 guard = RwLockWriteGuard::downgrade_to_upgradable(w);
             } else {
-                let mut table = guard.tables[k].rebuilt(&rm, &ad, &removed_bits);
+                let mut table = guard.tables[k].rebuilt(&rm, &ad, &removed_bits, &guard.storage);
                 let mut w = RwLockUpgradableReadGuard::upgrade(guard);
                 std::mem::swap(&mut w.tables[k], &mut table);
                 guard = RwLockWriteGuard::downgrade_to_upgradable(w);
@@ -1599,7 +1856,12 @@ mod tests {
     #[test]
     fn chunks_cover_all_bits_once() {
         for m in 11..=32 {
-            let chunks = PdqIndexConfig { tables: m }.chunks().unwrap();
+            let chunks = PdqIndexConfig {
+                tables: m,
+                inline_codes: false,
+            }
+            .chunks()
+            .unwrap();
             let mut seen = [0u8; 256];
             for c in &chunks {
                 assert!(c.width <= 24);
@@ -1616,7 +1878,12 @@ mod tests {
             }
             assert!(seen.iter().all(|&s| s == 1));
         }
-        assert!(PdqIndexConfig { tables: 8 }.chunks().is_err());
+        assert!(PdqIndexConfig {
+            tables: 8,
+            inline_codes: true,
+        }
+        .chunks()
+        .is_err());
     }
 
     #[test]
@@ -1636,6 +1903,22 @@ mod tests {
     /// spare room the batch does not fit (and the caller rebuilds the table).
     #[test]
     fn full_buckets_borrow_room_from_neighbours() {
+        for inline in [false, true] {
+            borrow_room(inline);
+        }
+    }
+
+    /// Every entry's inline code is the first half of its slot's code.
+    fn assert_inline_codes(table: &Table, storage: &Storage) {
+        for b in 0..(1u32 << table.chunk.width) {
+            let [start, len] = table.dir[b as usize];
+            for i in start as usize..(start + len) as usize {
+                assert_eq!(&table.lo[i], storage.lo(table.arena[i]), "bucket {b}");
+            }
+        }
+    }
+
+    fn borrow_room(inline: bool) {
         let chunk = Chunk {
             start: 0,
             width: 16,
@@ -1643,17 +1926,20 @@ mod tests {
         let mut storage = Storage::default();
         // Buckets 10, 11, 12 hold one entry each (slots 0..3); every bucket gets 2 spare.
         for (slot, key) in [10u64, 11, 12].iter().enumerate() {
-            storage.set(slot as u32, [key << 48, 0, 0, 0], slot as u64);
+            storage.set(slot as u32, [key << 48, slot as u64, 0, 0], slot as u64);
         }
-        let mut table = Table::build(chunk, &storage, 3, &mut Vec::new(), &mut Vec::new());
+        let mut table = Table::build(chunk, inline, &storage, 3, &mut BuildScratch::default());
         assert_eq!(table.capacity(10), 3);
         // Seven more into bucket 10 (4 over its room) plus one into 12.
         let mut adds: Vec<(u32, u32)> = (100..107).map(|s| (10, s)).collect();
         adds.push((12, 200));
         adds.sort_unstable();
+        for &(key, slot) in &adds {
+            storage.set(slot, [u64::from(key) << 48, u64::from(slot), 0, 0], 0);
+        }
         let removes = [(11u32, 1u32)];
         assert!(table.fits(&removes, &adds));
-        table.patch(&removes, &adds);
+        table.patch(&removes, &adds, &storage);
         let sorted = |b: &[u32]| {
             let mut v = b.to_vec();
             v.sort_unstable();
@@ -1671,12 +1957,21 @@ mod tests {
                 assert!(table.bucket(b).is_empty(), "bucket {b}");
             }
         }
+        if inline {
+            assert_inline_codes(&table, &storage);
+        }
         // The next 64 buckets have 2 spare each (less what was lent): 200 more do not fit.
         let many: Vec<(u32, u32)> = (1000..1200).map(|s| (10, s)).collect();
         assert!(!table.fits(&[], &many));
         // At the last bucket nothing follows.
         let end: Vec<(u32, u32)> = (0..3).map(|s| (u16::MAX as u32, 5000 + s)).collect();
         assert!(!table.fits(&[], &end));
+        // A rebuild keeps the inline codes too.
+        let rebuilt = table.rebuilt(&[(10, 100)], &[(11, 1)], &[0, 1 << (100 - 64)], &storage);
+        assert_eq!(sorted(rebuilt.bucket(11)), vec![1]);
+        if inline {
+            assert_inline_codes(&rebuilt, &storage);
+        }
     }
 
     #[test]
@@ -1709,7 +2004,8 @@ mod tests {
             wide_from: 70_000,
             ..PdqIndex::new()
         };
-        assert_eq!(small.config().tables, 16);
+        assert_eq!(small.config(), PdqIndexConfig::default());
+        assert!(small.config().inline_codes);
         small.apply(&[PdqOp::Insert(codes[0], 0)]);
         small.apply(&[PdqOp::Remove(codes[0], 0)]);
         let ops: Vec<PdqOp> = codes
@@ -1718,7 +2014,8 @@ mod tests {
             .map(|(i, &c)| PdqOp::Insert(c, i as u64))
             .collect();
         small.apply(&ops);
-        assert_eq!(small.config().tables, WIDE_TABLES);
+        assert_eq!(small.config(), PdqIndexConfig::for_len(usize::MAX));
+        assert!(!small.config().inline_codes);
         let check = |index: &PdqIndex| {
             for (i, q) in codes.iter().step_by(9_999).enumerate() {
                 let mut q = *q;
@@ -1751,18 +2048,130 @@ mod tests {
             ..PdqIndex::new()
         };
         assert_eq!(reloaded.load_snapshot(&path).unwrap(), 5);
-        assert_eq!(reloaded.config().tables, 16);
+        assert_eq!(reloaded.config(), PdqIndexConfig::default());
         check(&reloaded);
-        let fixed = PdqIndex::with_config(PdqIndexConfig { tables: 20 }).unwrap();
+        let fixed = PdqIndex::with_config(PdqIndexConfig {
+            tables: 20,
+            inline_codes: false,
+        })
+        .unwrap();
         fixed.load_snapshot(&path).unwrap();
         assert_eq!(fixed.config().tables, 20);
         check(&fixed);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Deterministic random codes for the layout tests.
+    fn random_codes(n: usize, seed: u64) -> Vec<Code256> {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        (0..n).map(|_| [next(), next(), next(), next()]).collect()
+    }
+
+    /// Every query agrees with a scan of `stored` (pairs (code, index in `stored`) where
+    /// `live`).
+    fn assert_exact(index: &PdqIndex, stored: &[Code256], live: impl Fn(usize) -> bool) {
+        for (i, q) in stored.iter().step_by(997).enumerate() {
+            let mut q = *q;
+            q[i % 4] ^= 0x0f0f_0000_0000_00ff;
+            for t in [0, 12, 31, 32] {
+                let mut want: Vec<Hit> = stored
+                    .iter()
+                    .enumerate()
+                    .filter(|&(id, c)| live(id) && hamming(c, &q) <= t)
+                    .map(|(id, c)| Hit {
+                        distance: hamming(c, &q),
+                        id: id as u64,
+                    })
+                    .collect();
+                want.sort_unstable();
+                assert_eq!(index.query(&q, t), want, "threshold {t}");
+            }
+        }
+    }
+
+    /// An automatic index grown by small batches (with removes, so that some slots are free)
+    /// past its cut-off by a quarter switches to the wide layout, and stays exact.
+    #[test]
+    fn growth_by_small_batches_switches_to_the_wide_layout() {
+        let codes = random_codes(30_000, 77);
+        let index = PdqIndex {
+            wide_from: 20_000,
+            ..PdqIndex::new()
+        };
+        let removed = |id: usize| id % 10 == 3;
+        for (b, batch) in codes.chunks(1_000).enumerate() {
+            let mut ops: Vec<PdqOp> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| PdqOp::Insert(c, (b * 1_000 + i) as u64))
+                .collect();
+            ops.extend(
+                ops.clone()
+                    .iter()
+                    .filter(|op| matches!(op, PdqOp::Insert(_, id) if removed(*id as usize)))
+                    .map(|op| match *op {
+                        PdqOp::Insert(c, id) | PdqOp::Remove(c, id) => PdqOp::Remove(c, id),
+                    }),
+            );
+            index.apply(&ops);
+            let len = index.len();
+            assert_eq!(
+                index.config().inline_codes,
+                len < 25_000,
+                "{len} entries after batch {b}"
+            );
+        }
+        assert_eq!(index.config(), PdqIndexConfig::for_len(usize::MAX));
+        assert_exact(&index, &codes, |id| !removed(id));
+        // Ordinary changes keep working in the new layout.
+        let ops: Vec<PdqOp> = (0..codes.len())
+            .step_by(5)
+            .map(|id| PdqOp::Remove(codes[id], id as u64))
+            .collect();
+        index.apply(&ops);
+        assert_exact(&index, &codes, |id| !removed(id) && id % 5 != 0);
+        // A fixed layout never switches.
+        let fixed = PdqIndex::with_config(PdqIndexConfig::default()).unwrap();
+        for batch in codes.chunks(5_000) {
+            let ops: Vec<PdqOp> = batch.iter().map(|&c| PdqOp::Insert(c, 0)).collect();
+            fixed.apply(&ops);
+        }
+        assert_eq!(fixed.config(), PdqIndexConfig::default());
+    }
+
+    /// A bulk load picks the layout for its final size, whatever the batch sizes were.
+    #[test]
+    fn bulk_load_mode_takes_the_layout_for_the_final_size() {
+        let codes = random_codes(30_000, 5);
+        for (wide_from, inline) in [(25_000, false), (40_000, true)] {
+            let index = PdqIndex {
+                wide_from,
+                ..PdqIndex::new()
+            };
+            assert!(index.begin_bulk_load());
+            for (b, batch) in codes.chunks(3_000).enumerate() {
+                let ops: Vec<PdqOp> = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| PdqOp::Insert(c, (b * 3_000 + i) as u64))
+                    .collect();
+                index.apply(&ops);
+            }
+            index.finish_bulk_load();
+            assert_eq!(index.config().inline_codes, inline);
+            assert_exact(&index, &codes, |_| true);
+        }
+    }
+
     #[test]
     fn radii_follow_the_tight_pigeonhole_form() {
-        let inner = Inner::new(&PdqIndexConfig::default().chunks().unwrap());
+        let inner = Inner::new(&PdqIndexConfig::default().layout().unwrap());
         assert_eq!(inner.radii(31), vec![1; 16]);
         let r = inner.radii(20);
         assert_eq!(&r[..5], &[1; 5]);

@@ -23,9 +23,25 @@ const THRESHOLDS: [u32; 38] = {
     t
 };
 
-/// Layouts under test: the two [`PdqIndex::new`] picks by size (16 and 13 tables), and the
-/// other extremes and shapes.
-const LAYOUTS: [usize; 6] = [16, 13, 14, 20, 24, 32];
+/// Layouts under test, as (tables, inline codes): the two [`PdqIndex::new`] picks by size
+/// (16 tables with inline codes, 13 without), and the other extremes and shapes.
+const LAYOUTS: [(usize, bool); 8] = [
+    (16, true),
+    (13, false),
+    (16, false),
+    (13, true),
+    (14, false),
+    (20, true),
+    (24, false),
+    (32, true),
+];
+
+fn config(tables: usize, inline_codes: bool) -> PdqIndexConfig {
+    PdqIndexConfig {
+        tables,
+        inline_codes,
+    }
+}
 
 fn check_queries(
     index: &PdqIndex,
@@ -80,9 +96,8 @@ fn queries_near(rng: &mut Rng, codes: &[Code256], n: usize) -> Vec<Code256> {
 }
 
 fn layout(choice: u8) -> PdqIndexConfig {
-    PdqIndexConfig {
-        tables: LAYOUTS[choice as usize % LAYOUTS.len()],
-    }
+    let (tables, inline) = LAYOUTS[choice as usize % LAYOUTS.len()];
+    config(tables, inline)
 }
 
 proptest! {
@@ -93,7 +108,7 @@ proptest! {
     #[test]
     fn interleaved_batches_match_oracle(
         seed in any::<u64>(),
-        layout_choice in 0u8..6,
+        layout_choice in 0u8..8,
         bases in 1usize..12,
         variants in 0usize..12,
         max_flip in 1u32..40,
@@ -133,7 +148,7 @@ proptest! {
 
     /// Single inserts and removes, one at a time.
     #[test]
-    fn single_ops_match_oracle(seed in any::<u64>(), layout_choice in 0u8..6, n in 1usize..60) {
+    fn single_ops_match_oracle(seed in any::<u64>(), layout_choice in 0u8..8, n in 1usize..60) {
         let mut rng = Rng(seed);
         let index = PdqIndex::with_config(layout(layout_choice)).unwrap();
         let mut oracle = Oracle::default();
@@ -164,8 +179,14 @@ proptest! {
 #[test]
 fn deep_clusters_match_oracle() {
     let mut rng = Rng(42);
-    for tables in [16, 13, 20] {
-        let index = PdqIndex::with_config(PdqIndexConfig { tables }).unwrap();
+    for (tables, inline) in [
+        (16, true),
+        (16, false),
+        (13, false),
+        (13, true),
+        (20, false),
+    ] {
+        let index = PdqIndex::with_config(config(tables, inline)).unwrap();
         let mut oracle = Oracle::default();
         let pool = clustered(&mut rng, 40, 60, 20);
         let ops: Vec<PdqOp> = pool
@@ -213,7 +234,13 @@ fn large_batches_match_oracle() {
 /// The same in the wide layout [`PdqIndex::new`] picks for large indexes.
 #[test]
 fn large_batches_match_oracle_wide_layout() {
-    large_batches(PdqIndex::with_config(PdqIndexConfig { tables: 13 }).unwrap());
+    large_batches(PdqIndex::with_config(config(13, false)).unwrap());
+}
+
+/// The same in the default layout without inline codes.
+#[test]
+fn large_batches_match_oracle_without_inline_codes() {
+    large_batches(PdqIndex::with_config(config(16, false)).unwrap());
 }
 
 fn large_batches(index: PdqIndex) {
@@ -274,9 +301,14 @@ fn large_batches(index: PdqIndex) {
 /// ids are allowed on the bulk path.
 #[test]
 fn bulk_loads_match_oracle() {
-    for (tables, repeat) in [(16, false), (16, true), (13, false), (13, true)] {
+    for (tables, inline, repeat) in [
+        (16, true, false),
+        (16, true, true),
+        (13, false, false),
+        (13, false, true),
+    ] {
         let mut rng = Rng(7 + tables as u64);
-        let index = PdqIndex::with_config(PdqIndexConfig { tables }).unwrap();
+        let index = PdqIndex::with_config(config(tables, inline)).unwrap();
         let pool = clustered(&mut rng, 7_000, 10, 20);
         let mut ops: Vec<PdqOp> = pool
             .iter()
@@ -297,7 +329,7 @@ fn bulk_loads_match_oracle() {
         let stats = index.apply(&ops);
         assert_eq!(stats.inserted, oracle.pairs.len());
         assert_eq!(stats.unchanged, usize::from(repeat));
-        assert_eq!(index.config().tables, tables);
+        assert_eq!(index.config(), config(tables, inline));
         let qs = queries_near(&mut rng, &pool, 12);
         check_queries(&index, &oracle, &qs).unwrap();
         // Incremental changes on top of a bulk-loaded index.
@@ -325,13 +357,13 @@ proptest! {
     #[test]
     fn bulk_load_mode_matches_oracle(
         seed in any::<u64>(),
-        layout_choice in 0u8..7,
+        layout_choice in 0u8..9,
         bases in 1usize..40,
         batches in 1usize..5,
         remove_at in proptest::option::of(0usize..5),
     ) {
         let mut rng = Rng(seed);
-        let index = if layout_choice == 6 {
+        let index = if layout_choice == 8 {
             PdqIndex::new()
         } else {
             PdqIndex::with_config(layout(layout_choice)).unwrap()
@@ -377,37 +409,4 @@ proptest! {
         // A bulk load needs an empty index.
         prop_assert_eq!(index.begin_bulk_load(), oracle.pairs.is_empty());
     }
-}
-
-/// A bulk load picks the layout for its final size, whatever the batch sizes were.
-#[test]
-fn bulk_load_mode_takes_the_layout_for_the_final_size() {
-    let mut rng = Rng(99);
-    let index = PdqIndex::new();
-    assert!(index.begin_bulk_load());
-    let mut oracle = Oracle::default();
-    let mut id = 0u64;
-    for _ in 0..60 {
-        let ops: Vec<PdqOp> = (0..10_000)
-            .map(|_| {
-                id += 1;
-                PdqOp::Insert(rng.code(), id)
-            })
-            .collect();
-        for op in &ops {
-            if let PdqOp::Insert(c, i) = *op {
-                oracle.pairs.insert((c, i));
-            }
-        }
-        index.apply(&ops);
-    }
-    index.finish_bulk_load();
-    assert_eq!(
-        index.config().tables,
-        13,
-        "600k entries take the wide layout"
-    );
-    let codes: Vec<Code256> = oracle.pairs.iter().map(|p| p.0).step_by(50_000).collect();
-    let qs = queries_near(&mut rng, &codes, 8);
-    check_queries(&index, &oracle, &qs).unwrap();
 }

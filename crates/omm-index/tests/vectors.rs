@@ -37,8 +37,18 @@ fn needles_haystack_d31_exactly() {
             })
             .collect();
     assert_eq!(expected.len(), 250);
-    for tables in [16, 20, 32] {
-        let index = PdqIndex::with_config(PdqIndexConfig { tables }).unwrap();
+    for (tables, inline_codes) in [
+        (16, true),
+        (16, false),
+        (13, false),
+        (20, true),
+        (32, false),
+    ] {
+        let index = PdqIndex::with_config(PdqIndexConfig {
+            tables,
+            inline_codes,
+        })
+        .unwrap();
         // Ids are 1-based haystack line numbers.
         let ops: Vec<PdqOp> = haystack
             .iter()
