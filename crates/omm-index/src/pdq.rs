@@ -2145,6 +2145,53 @@ mod tests {
         assert_eq!(fixed.config(), PdqIndexConfig::default());
     }
 
+    /// Queries running while a growing index switches layout keep finding every entry that was
+    /// stored before they started, exactly once.
+    #[test]
+    fn queries_stay_exact_while_the_layout_switches() {
+        let codes = random_codes(16_000, 31);
+        let index = PdqIndex {
+            wide_from: 8_000,
+            ..PdqIndex::new()
+        };
+        let (stable, growth) = codes.split_at(2_000);
+        let ops = |codes: &[Code256], first: usize| -> Vec<PdqOp> {
+            codes
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| PdqOp::Insert(c, (first + i) as u64))
+                .collect()
+        };
+        index.apply(&ops(stable, 0));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut checked = 0usize;
+                let mut out = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) || checked < 500 {
+                    let id = checked * 7 % stable.len();
+                    let mut q = stable[id];
+                    q[checked % 4] ^= 0x0101_0000_0000_1000;
+                    out.clear();
+                    index.query_into(&q, 31, &mut out);
+                    let seen = out.iter().filter(|h| h.id == id as u64).count();
+                    assert_eq!(seen, 1, "entry {id} seen {seen} times");
+                    checked += 1;
+                }
+            });
+            for (b, batch) in growth.chunks(500).enumerate() {
+                index.apply(&ops(batch, stable.len() + b * 500));
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap();
+        });
+        assert!(
+            !index.config().inline_codes,
+            "grown past 10,000: wide layout"
+        );
+        assert_exact(&index, &codes, |_| true);
+    }
+
     /// A bulk load picks the layout for its final size, whatever the batch sizes were.
     #[test]
     fn bulk_load_mode_takes_the_layout_for_the_final_size() {
