@@ -457,21 +457,28 @@ impl Table {
         }
     }
 
-    /// Stores `slot` at arena position `pos`.
+    /// Appends `slot`, whose first code half is `lo` (unused without inline codes), to bucket
+    /// `key` (which has room).
     #[inline(always)]
-    fn put(&mut self, pos: usize, slot: u32, storage: &Storage) {
+    fn push_with(&mut self, key: u32, slot: u32, lo: HalfCode) {
+        let [start, len] = self.dir[key as usize];
+        let pos = (start + len) as usize;
         self.arena[pos] = slot;
         if self.inline {
-            self.lo[pos] = *storage.lo(slot);
+            self.lo[pos] = lo;
         }
+        self.dir[key as usize][1] = len + 1;
     }
 
-    /// Appends `slot` to bucket `key` (which has room).
+    /// Appends `slot` to bucket `key` (which has room), reading its inline code from `storage`.
     #[inline(always)]
     fn push(&mut self, key: u32, slot: u32, storage: &Storage) {
-        let [start, len] = self.dir[key as usize];
-        self.put((start + len) as usize, slot, storage);
-        self.dir[key as usize][1] = len + 1;
+        let lo = if self.inline {
+            *storage.lo(slot)
+        } else {
+            [0; 2]
+        };
+        self.push_with(key, slot, lo);
     }
 
     #[inline(always)]
@@ -568,18 +575,8 @@ impl Table {
                 total += c + slack(c);
             }
             table.resize_arena(total as usize);
-            if inline {
-                for (&(k, slot), lo) in part.iter().zip(part_lo) {
-                    let [start, len] = table.dir[k as usize];
-                    let pos = (start + len) as usize;
-                    table.arena[pos] = slot;
-                    table.lo[pos] = *lo;
-                    table.dir[k as usize][1] = len + 1;
-                }
-            } else {
-                for &(k, slot) in part {
-                    table.push(k, slot, storage);
-                }
+            for (i, &(k, slot)) in part.iter().enumerate() {
+                table.push_with(k, slot, part_lo.get(i).copied().unwrap_or_default());
             }
         }
         table.dir[buckets] = [table.arena.len() as u32, 0];
@@ -1990,16 +1987,7 @@ mod tests {
     /// snapshot load) and answers exactly like a scan in both layouts.
     #[test]
     fn automatic_layout_follows_bulk_size() {
-        let mut x = 0x1234_5678_9abc_def0u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let codes: Vec<Code256> = (0..70_000)
-            .map(|_| [next(), next(), next(), next()])
-            .collect();
+        let codes = random_codes(70_000, 0x1234_5678_9abc_def0);
         let small = PdqIndex {
             wide_from: 70_000,
             ..PdqIndex::new()
@@ -2008,12 +1996,7 @@ mod tests {
         assert!(small.config().inline_codes);
         small.apply(&[PdqOp::Insert(codes[0], 0)]);
         small.apply(&[PdqOp::Remove(codes[0], 0)]);
-        let ops: Vec<PdqOp> = codes
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| PdqOp::Insert(c, i as u64))
-            .collect();
-        small.apply(&ops);
+        small.apply(&inserts(&codes, 0));
         assert_eq!(small.config(), PdqIndexConfig::for_len(usize::MAX));
         assert!(!small.config().inline_codes);
         let check = |index: &PdqIndex| {
@@ -2021,19 +2004,7 @@ mod tests {
                 let mut q = *q;
                 q[i % 4] ^= (1u64 << (i * 7 % 64)) | 0xf0f0;
                 for t in [0, 9, 30, 31, 32, 40] {
-                    let want: Vec<Hit> = {
-                        let mut v: Vec<Hit> = codes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, c)| hamming(c, &q) <= t)
-                            .map(|(id, c)| Hit {
-                                distance: hamming(c, &q),
-                                id: id as u64,
-                            })
-                            .collect();
-                        v.sort_unstable();
-                        v
-                    };
+                    let want = brute_force(&codes, |_| true, &q, t);
                     assert_eq!(index.query(&q, t), want, "threshold {t}");
                 }
             }
@@ -2061,9 +2032,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Deterministic random codes for the layout tests.
+    /// Deterministic random codes for the layout tests (xorshift; `seed` must not be 0).
     fn random_codes(n: usize, seed: u64) -> Vec<Code256> {
-        let mut x = seed | 1;
+        let mut x = seed;
         let mut next = move || {
             x ^= x << 13;
             x ^= x >> 7;
@@ -2073,6 +2044,36 @@ mod tests {
         (0..n).map(|_| [next(), next(), next(), next()]).collect()
     }
 
+    /// Inserts of `codes` with ids `first_id`, `first_id + 1`, ...
+    fn inserts(codes: &[Code256], first_id: usize) -> Vec<PdqOp> {
+        codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| PdqOp::Insert(c, (first_id + i) as u64))
+            .collect()
+    }
+
+    /// What a query must return: the pairs (code, index in `stored`) within `t` of `q`, for
+    /// the indexes where `live`, sorted.
+    fn brute_force(
+        stored: &[Code256],
+        live: impl Fn(usize) -> bool,
+        q: &Code256,
+        t: u32,
+    ) -> Vec<Hit> {
+        let mut want: Vec<Hit> = stored
+            .iter()
+            .enumerate()
+            .filter(|&(id, c)| live(id) && hamming(c, q) <= t)
+            .map(|(id, c)| Hit {
+                distance: hamming(c, q),
+                id: id as u64,
+            })
+            .collect();
+        want.sort_unstable();
+        want
+    }
+
     /// Every query agrees with a scan of `stored` (pairs (code, index in `stored`) where
     /// `live`).
     fn assert_exact(index: &PdqIndex, stored: &[Code256], live: impl Fn(usize) -> bool) {
@@ -2080,16 +2081,7 @@ mod tests {
             let mut q = *q;
             q[i % 4] ^= 0x0f0f_0000_0000_00ff;
             for t in [0, 12, 31, 32] {
-                let mut want: Vec<Hit> = stored
-                    .iter()
-                    .enumerate()
-                    .filter(|&(id, c)| live(id) && hamming(c, &q) <= t)
-                    .map(|(id, c)| Hit {
-                        distance: hamming(c, &q),
-                        id: id as u64,
-                    })
-                    .collect();
-                want.sort_unstable();
+                let want = brute_force(stored, &live, &q, t);
                 assert_eq!(index.query(&q, t), want, "threshold {t}");
             }
         }
@@ -2106,18 +2098,12 @@ mod tests {
         };
         let removed = |id: usize| id % 10 == 3;
         for (b, batch) in codes.chunks(1_000).enumerate() {
-            let mut ops: Vec<PdqOp> = batch
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| PdqOp::Insert(c, (b * 1_000 + i) as u64))
-                .collect();
+            let first = b * 1_000;
+            let mut ops = inserts(batch, first);
             ops.extend(
-                ops.clone()
-                    .iter()
-                    .filter(|op| matches!(op, PdqOp::Insert(_, id) if removed(*id as usize)))
-                    .map(|op| match *op {
-                        PdqOp::Insert(c, id) | PdqOp::Remove(c, id) => PdqOp::Remove(c, id),
-                    }),
+                (first..first + batch.len())
+                    .filter(|&id| removed(id))
+                    .map(|id| PdqOp::Remove(codes[id], id as u64)),
             );
             index.apply(&ops);
             let len = index.len();
@@ -2155,14 +2141,7 @@ mod tests {
             ..PdqIndex::new()
         };
         let (stable, growth) = codes.split_at(2_000);
-        let ops = |codes: &[Code256], first: usize| -> Vec<PdqOp> {
-            codes
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| PdqOp::Insert(c, (first + i) as u64))
-                .collect()
-        };
-        index.apply(&ops(stable, 0));
+        index.apply(&inserts(stable, 0));
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
@@ -2180,7 +2159,7 @@ mod tests {
                 }
             });
             for (b, batch) in growth.chunks(500).enumerate() {
-                index.apply(&ops(batch, stable.len() + b * 500));
+                index.apply(&inserts(batch, stable.len() + b * 500));
             }
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             reader.join().unwrap();
@@ -2203,12 +2182,7 @@ mod tests {
             };
             assert!(index.begin_bulk_load());
             for (b, batch) in codes.chunks(3_000).enumerate() {
-                let ops: Vec<PdqOp> = batch
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| PdqOp::Insert(c, (b * 3_000 + i) as u64))
-                    .collect();
-                index.apply(&ops);
+                index.apply(&inserts(batch, b * 3_000));
             }
             index.finish_bulk_load();
             assert_eq!(index.config().inline_codes, inline);

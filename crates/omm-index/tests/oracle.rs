@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Oracle, Rng};
+use common::{config, Oracle, Rng, LAYOUTS};
 use omm_index::{Code256, Hit, PdqIndex, PdqIndexConfig, PdqOp};
 use proptest::prelude::*;
 
@@ -22,26 +22,6 @@ const THRESHOLDS: [u32; 38] = {
     t[37] = 256;
     t
 };
-
-/// Layouts under test, as (tables, inline codes): the two [`PdqIndex::new`] picks by size
-/// (16 tables with inline codes, 13 without), and the other extremes and shapes.
-const LAYOUTS: [(usize, bool); 8] = [
-    (16, true),
-    (13, false),
-    (16, false),
-    (13, true),
-    (14, false),
-    (20, true),
-    (24, false),
-    (32, true),
-];
-
-fn config(tables: usize, inline_codes: bool) -> PdqIndexConfig {
-    PdqIndexConfig {
-        tables,
-        inline_codes,
-    }
-}
 
 fn check_queries(
     index: &PdqIndex,
@@ -133,12 +113,7 @@ proptest! {
             }
             let stats = index.apply(&ops);
             let before = oracle.pairs.len();
-            for op in &ops {
-                match *op {
-                    PdqOp::Insert(c, id) => { oracle.pairs.insert((c, id)); }
-                    PdqOp::Remove(c, id) => { oracle.pairs.remove(&(c, id)); }
-                }
-            }
+            oracle.apply(&ops);
             prop_assert_eq!(before + stats.inserted - stats.removed, oracle.pairs.len());
             prop_assert_eq!(stats.inserted + stats.removed + stats.unchanged, ops.len());
             let qs = queries_near(&mut rng, &pool, 6);
@@ -261,16 +236,7 @@ fn large_batches(index: PdqIndex) {
         ));
     }
     assert!(ops.len() > 1 << 18);
-    for op in &ops {
-        match *op {
-            PdqOp::Insert(c, id) => {
-                oracle.pairs.insert((c, id));
-            }
-            PdqOp::Remove(c, id) => {
-                oracle.pairs.remove(&(c, id));
-            }
-        }
-    }
+    oracle.apply(&ops);
     index.apply(&ops);
     let qs = queries_near(&mut rng, &pool, 15);
     check_queries(&index, &oracle, &qs).unwrap();
@@ -321,11 +287,7 @@ fn bulk_loads_match_oracle() {
             ops.push(PdqOp::Insert(pool[3], 3));
         }
         let mut oracle = Oracle::default();
-        for op in &ops {
-            if let PdqOp::Insert(c, id) = *op {
-                oracle.pairs.insert((c, id));
-            }
-        }
+        oracle.apply(&ops);
         let stats = index.apply(&ops);
         assert_eq!(stats.inserted, oracle.pairs.len());
         assert_eq!(stats.unchanged, usize::from(repeat));
@@ -382,12 +344,7 @@ proptest! {
                 ops.push(PdqOp::Remove(c, id));
             }
             index.apply(&ops);
-            for op in &ops {
-                match *op {
-                    PdqOp::Insert(c, id) => { oracle.pairs.insert((c, id)); }
-                    PdqOp::Remove(c, id) => { oracle.pairs.remove(&(c, id)); }
-                }
-            }
+            oracle.apply(&ops);
             let qs = queries_near(&mut rng, &pool, 3);
             for q in &qs {
                 prop_assert_eq!(index.query(q, 31), oracle.normalized(q, 31));

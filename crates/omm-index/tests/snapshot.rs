@@ -52,21 +52,9 @@ fn pdq_round_trip_keeps_entries_and_watermark() {
     assert_eq!(header.watermark, 123_456);
     assert_eq!(header.entry_count, kept.len() as u64);
     // Load into other layouts too: the format does not depend on the layout.
-    for (tables, inline_codes) in [
-        (16, true),
-        (16, false),
-        (13, false),
-        (20, true),
-        (32, false),
-    ] {
-        let (loaded, wm) = PdqIndex::from_snapshot(
-            &path,
-            PdqIndexConfig {
-                tables,
-                inline_codes,
-            },
-        )
-        .unwrap();
+    for (tables, inline_codes) in common::LAYOUTS {
+        let (loaded, wm) =
+            PdqIndex::from_snapshot(&path, common::config(tables, inline_codes)).unwrap();
         assert_eq!(wm, 123_456);
         assert_eq!(loaded.len(), kept.len());
         for (c, _) in kept.iter().step_by(97) {

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 
-use omm_index::{code_from_hex, PdqIndex, PdqIndexConfig, PdqOp};
+use omm_index::{code_from_hex, PdqIndex, PdqOp};
 
 fn read_codes(path: &std::path::Path) -> Vec<[u64; 4]> {
     fs::read_to_string(path)
@@ -37,18 +37,8 @@ fn needles_haystack_d31_exactly() {
             })
             .collect();
     assert_eq!(expected.len(), 250);
-    for (tables, inline_codes) in [
-        (16, true),
-        (16, false),
-        (13, false),
-        (20, true),
-        (32, false),
-    ] {
-        let index = PdqIndex::with_config(PdqIndexConfig {
-            tables,
-            inline_codes,
-        })
-        .unwrap();
+    for (tables, inline_codes) in common::LAYOUTS {
+        let index = PdqIndex::with_config(common::config(tables, inline_codes)).unwrap();
         // Ids are 1-based haystack line numbers.
         let ops: Vec<PdqOp> = haystack
             .iter()

@@ -1,11 +1,32 @@
-//! Helpers shared by the integration tests: a small deterministic RNG, data generators and a
-//! brute-force oracle.
+//! Helpers shared by the integration tests: a small deterministic RNG, data generators, a
+//! brute-force oracle and the index layouts under test.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use omm_index::{hamming, Code256, Hit};
+use omm_index::{hamming, Code256, Hit, PdqIndexConfig, PdqOp};
+
+/// Layouts under test, as (tables, inline codes): the two `PdqIndex::new` picks by size (16
+/// tables with inline codes, 13 without), and the other extremes and shapes.
+pub const LAYOUTS: [(usize, bool); 8] = [
+    (16, true),
+    (13, false),
+    (16, false),
+    (13, true),
+    (14, false),
+    (20, true),
+    (24, false),
+    (32, true),
+];
+
+/// The index configuration of a layout.
+pub fn config(tables: usize, inline_codes: bool) -> PdqIndexConfig {
+    PdqIndexConfig {
+        tables,
+        inline_codes,
+    }
+}
 
 /// SplitMix64: deterministic, good enough for test data.
 pub struct Rng(pub u64);
@@ -57,6 +78,20 @@ pub struct Oracle {
 }
 
 impl Oracle {
+    /// Applies a batch in order, like `PdqIndex::apply`.
+    pub fn apply(&mut self, ops: &[PdqOp]) {
+        for op in ops {
+            match *op {
+                PdqOp::Insert(c, id) => {
+                    self.pairs.insert((c, id));
+                }
+                PdqOp::Remove(c, id) => {
+                    self.pairs.remove(&(c, id));
+                }
+            }
+        }
+    }
+
     /// One hit per stored pair within `t`, sorted.
     pub fn raw(&self, q: &Code256, t: u32) -> Vec<Hit> {
         let mut v: Vec<Hit> = self
